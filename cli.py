@@ -1,0 +1,218 @@
+"""Command-line flags, each declared once with its published name and default, and the
+typed configuration the scripts hand to the library (nothing below reads ``args``)."""
+import argparse
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from utils import UserError
+
+DATASET_NAMES = ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")
+ARCH_NAMES = ("res20s", "res56s", "res18", "res50", "vgg16_bn")
+
+
+def add_common_args(parser: argparse.ArgumentParser, lr_default: float) -> None:
+    """Flags of all three scripts (published names and defaults) plus device and output."""
+    general = parser.add_argument_group("general")
+    general.add_argument("--data", type=str, default="../data", metavar="DIR",
+                         help="location of the data set (default: %(default)s)")
+    general.add_argument("--dataset", type=str, default="cifar10", metavar="NAME",
+                         help=f"one of {', '.join(DATASET_NAMES)} (default: %(default)s)")
+    general.add_argument("--arch", type=str, default="res20s", metavar="ARCH",
+                         help=f"one of {', '.join(ARCH_NAMES)} (default: %(default)s)")
+    general.add_argument("--split_file", type=str, default=None, metavar="NPY",
+                         help="permutation of the train-set indices; the last 10%% validate "
+                              "(default: identity order)")
+    general.add_argument("--seed", type=int, default=None, metavar="N",
+                         help="random seed; 0 is a seed (default: unseeded)")
+    general.add_argument("--save_dir", type=str, default=None, metavar="DIR",
+                         help="folder for checkpoints, results and plots (required)")
+    general.add_argument("--gpu", type=int, default=0, metavar="ID", help="CUDA device id (default: 0)")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--batch_size", type=int, default=128, metavar="N", help="batch size (default: 128)")
+    training.add_argument("--lr", type=float, default=lr_default, metavar="LR",
+                          help="initial learning rate (default: %(default)s)")
+    training.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default: 0.9)")
+    training.add_argument("--weight_decay", type=float, default=1e-4, metavar="W",
+                          help="weight decay (default: 1e-4)")
+    training.add_argument("--epochs", type=int, default=182, metavar="N",
+                          help="epochs per round (default: 182)")
+    training.add_argument("--warmup", type=int, default=0, metavar="N",
+                          help="linear learning-rate warm-up epochs (default: 0)")
+    training.add_argument("--print_freq", type=int, default=50, metavar="N",
+                          help="log every N steps (default: 50)")
+    training.add_argument("--decreasing_lr", type=str, default="91,136", metavar="E1,E2",
+                          help="epochs at which the learning rate is multiplied by 0.1 (default: 91,136)")
+
+    runtime = parser.add_argument_group("runtime (new in this implementation)")
+    runtime.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="auto: CUDA device --gpu when present, else CPU (default: auto)")
+    runtime.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                         help="fp32, or bf16 autocast for the forward pass (default: fp32)")
+    runtime.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
+                         help="channels-last memory format; auto: on with bf16 (default: auto)")
+    runtime.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    runtime.add_argument("--eval_batch_size", type=int, default=1000, metavar="N",
+                         help="batch size for evaluation and predictions (default: 1000)")
+    runtime.add_argument("--no_progress", action="store_true",
+                         help="no progress bar (it is also off when stderr is not a terminal)")
+    runtime.add_argument("--trust_checkpoints", action="store_true",
+                         help="load checkpoints with full pickle instead of the safe loader")
+
+
+def add_resume_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("resume")
+    group.add_argument("--resume", action="store_true", help="resume from --checkpoint")
+    group.add_argument("--checkpoint", type=str, default=None, metavar="FILE", help="checkpoint file")
+
+
+def add_pruning_args(parser: argparse.ArgumentParser, prune_types: List[str],
+                     random_prune: bool) -> None:
+    group = parser.add_argument_group("model pruning")
+    group.add_argument("--pruning_times", type=int, default=16, metavar="N",
+                       help="number of rounds (default: 16)")
+    group.add_argument("--rate", type=float, default=0.2, metavar="R",
+                       help="fraction of the remaining conv weights pruned per round (default: 0.2)")
+    group.add_argument("--prune_type", type=str, default="lt", choices=prune_types,
+                       help=f"{' | '.join(prune_types)} (default: lt)")
+    if random_prune:
+        group.add_argument("--random_prune", action="store_true", help="prune at random, same count")
+    group.add_argument("--rewind_epoch", type=int, default=2, metavar="K",
+                       help="rewind_lt rewinds to the weights after epoch index K (default: 2)")
+    group.add_argument("--train_subset", type=str, default=None, metavar="NPY",
+                       help="train only on these dataset indices (e.g. a saved PrAC set), "
+                            "epochs scaled by its size")
+
+
+def add_prac_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Early-Bird and data pruning")
+    group.add_argument("--eb_eps", type=float, default=0.08, metavar="EPS",
+                       help="Early-Bird mask-distance threshold (default: 0.08)")
+    group.add_argument("--queue_length", type=int, default=5, metavar="N",
+                       help="Early-Bird distance queue length (default: 5)")
+    group.add_argument("--data_prune", type=str, default="zero_out", choices=("zero_out", "constent"),
+                       help="zero_out: keep examples forgotten more than --threshold times; "
+                            "constent: keep a fixed fraction (default: zero_out)")
+    group.add_argument("--threshold", type=int, default=0, metavar="N",
+                       help="forgetting-event threshold for zero_out (default: 0)")
+    group.add_argument("--data_rate", type=float, default=0.2, metavar="R",
+                       help="data pruning rate per round for constent (default: 0.2)")
+
+
+def add_retrain_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ticket")
+    group.add_argument("--save_model", action="store_true",
+                       help="save the model (checkpoints always hold it here, to allow resuming)")
+    group.add_argument("--init_dir", type=str, default=None, metavar="FILE",
+                       help="checkpoint whose init_weight entry (or itself) gives the initial weights")
+    group.add_argument("--mask_dir", type=str, default=None, metavar="FILE",
+                       help="checkpoint whose state_dict holds the *.weight_mask entries")
+
+
+@dataclass
+class Config:
+    """Everything a run needs, validated; saved next to its results."""
+
+    data: str = "../data"
+    dataset: str = "cifar10"
+    arch: str = "res20s"
+    split_file: Optional[str] = None
+    seed: Optional[int] = None
+    save_dir: str = ""
+    gpu: int = 0
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 182
+    warmup: int = 0
+    print_freq: int = 50
+    decreasing_lr: List[int] = field(default_factory=lambda: [91, 136])
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: str = "auto"
+    compile: bool = False
+    eval_batch_size: int = 1000
+    no_progress: bool = False
+    trust_checkpoints: bool = False
+    resume: bool = False
+    checkpoint: Optional[str] = None
+    pruning_times: int = 16
+    rate: float = 0.2
+    prune_type: str = "lt"
+    random_prune: bool = False
+    rewind_epoch: int = 2
+    train_subset: Optional[str] = None
+    eb_eps: float = 0.08
+    queue_length: int = 5
+    data_prune: str = "zero_out"
+    threshold: int = 0
+    data_rate: float = 0.2
+    save_model: bool = False
+    init_dir: Optional[str] = None
+    mask_dir: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def use_channels_last(self) -> bool:
+        return self.channels_last == "on" or (self.channels_last == "auto" and self.precision == "bf16")
+
+
+def parse_milestones(text: str) -> List[int]:
+    """'91,136' -> [91, 136]; an empty string means no decay."""
+    if text is None or not str(text).strip():
+        return []
+    try:
+        milestones = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--decreasing_lr {text!r} is not a comma-separated list of epochs, "
+                        "e.g. --decreasing_lr 91,136") from None
+    if any(m < 0 for m in milestones):
+        raise UserError(f"--decreasing_lr {text!r} has a negative epoch")
+    return milestones
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Validates the parsed flags and returns a Config; bad values raise one-line UserErrors."""
+    values = vars(args).copy()
+    values["decreasing_lr"] = parse_milestones(values.get("decreasing_lr", "91,136"))
+    known = Config.__dataclass_fields__
+    config = Config(**{k: v for k, v in values.items() if k in known})
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    if not config.save_dir:
+        raise UserError("--save_dir is required: the folder where checkpoints and results go")
+    if config.dataset not in DATASET_NAMES:
+        raise UserError(f"unknown --dataset {config.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if config.arch not in ARCH_NAMES:
+        raise UserError(f"unknown --arch {config.arch!r}; choose one of {', '.join(ARCH_NAMES)}")
+    if not 0.0 < config.rate < 1.0:
+        raise UserError(f"--rate {config.rate} is outside (0, 1): it is the fraction of remaining "
+                        "weights pruned per round, e.g. 0.2")
+    if not 0.0 <= config.data_rate < 1.0:
+        raise UserError(f"--data_rate {config.data_rate} is outside [0, 1)")
+    for name in ("batch_size", "epochs", "pruning_times", "queue_length", "eval_batch_size", "print_freq"):
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
+    for name in ("warmup", "rewind_epoch"):
+        if getattr(config, name) < 0:
+            raise UserError(f"--{name} must not be negative, got {getattr(config, name)}")
+    if config.lr <= 0:
+        raise UserError(f"--lr must be positive, got {config.lr}")
+    if config.eb_eps <= 0:
+        raise UserError(f"--eb_eps must be positive, got {config.eb_eps}")
+    if config.resume and not config.checkpoint:
+        raise UserError("--resume needs --checkpoint FILE (e.g. SAVE_DIR/3checkpoint.pth.tar)")
+    if config.prune_type == "rewind_lt" and config.rewind_epoch >= config.epochs:
+        raise UserError(f"--rewind_epoch {config.rewind_epoch} needs more than {config.epochs} "
+                        "--epochs for rewind_lt: the rewind point is after epoch index rewind_epoch")
+    for name in ("split_file", "train_subset", "init_dir", "mask_dir", "checkpoint"):
+        path = getattr(config, name)
+        if path and (name != "checkpoint" or config.resume) and not os.path.isfile(path):
+            raise UserError(f"--{name} {path} does not exist")

@@ -1,0 +1,350 @@
+"""Data sets held in memory as uint8 tensors, split files, and batched augmentation.
+
+Every data set used here fits in memory (CIFAR: 150 MB, Tiny-ImageNet: 1.2 GB,
+Fashion-MNIST: 47 MB as uint8), so it is read once from its published on-disk format into
+one uint8 tensor on the training device. A batch is an index slice of a permutation of the
+round's index tensor, augmented for the whole batch with tensor ops.
+"""
+import gzip
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils import LOG, UserError
+
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+VALIDATION_FRACTION_DENOMINATOR = 10  # the last 1/10 of the split file validates
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+    image_size: int
+    crop_padding: int
+
+
+DATASETS = {
+    "cifar10": DatasetInfo(10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, 4),
+    "cifar100": DatasetInfo(100, (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), 32, 4),
+    "tiny-imagenet": DatasetInfo(200, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 64, 4),
+    "fashionmnist": DatasetInfo(10, (0.2860,) * 3, (0.3530,) * 3, 28, 4),
+}
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8, N x C x H x W (C is 1 for grey images, 3 otherwise)
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> "ImageSet":
+        return ImageSet(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Data:
+    """A data set with its split: ``split[:train_number]`` trains, the rest validates."""
+
+    name: str
+    info: DatasetInfo
+    train: ImageSet
+    test: ImageSet
+    split: np.ndarray
+    train_number: int
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        return self.split[: self.train_number]
+
+    @property
+    def val_indices(self) -> np.ndarray:
+        return self.split[self.train_number:]
+
+    def to(self, device: torch.device) -> "Data":
+        return Data(self.name, self.info, self.train.to(device), self.test.to(device),
+                    self.split, self.train_number)
+
+
+def train_number_for(train_size: int) -> int:
+    """Training examples in a split: 45,000 of CIFAR's 50,000; 90% of any train set."""
+    return train_size - train_size // VALIDATION_FRACTION_DENOMINATOR
+
+
+# ----------------------------------------------------------------------------- split files
+def identity_split(train_size: int) -> np.ndarray:
+    return np.arange(train_size, dtype=np.int64)
+
+
+def load_split(split_file: Optional[str], train_size: int, dataset: str) -> np.ndarray:
+    """Loads and checks a split file: a permutation of ``range(train_size)``."""
+    if split_file is None:
+        return identity_split(train_size)
+    try:
+        split = np.load(split_file, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"--split_file {split_file} is not a readable .npy array ({error})") from None
+    if split.ndim != 1 or not np.issubdtype(split.dtype, np.integer):
+        raise UserError(f"--split_file {split_file} must be a 1-D integer array, "
+                        f"got shape {split.shape} of {split.dtype}")
+    if split.shape[0] != train_size:
+        raise UserError(f"--split_file {split_file} has {split.shape[0]} entries but the {dataset} "
+                        f"train set has {train_size} images; use the split file of this data set "
+                        f"(python tools/make_split_files.py --size {train_size} --out FILE makes one)")
+    if not np.array_equal(np.sort(split), np.arange(train_size)):
+        raise UserError(f"--split_file {split_file} is not a permutation of 0..{train_size - 1} "
+                        "(repeated or out-of-range indices)")
+    return split.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- loading
+def load_data(name: str, root: str, split_file: Optional[str] = None, download: bool = True) -> Data:
+    """Reads ``name`` from ``root`` in its published layout (downloading when absent and
+    possible) and applies the split file."""
+    if name not in DATASETS:
+        raise UserError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    loaders: dict = {"cifar10": load_cifar10, "cifar100": load_cifar100,
+                     "tiny-imagenet": load_tiny_imagenet, "fashionmnist": load_fashion_mnist}
+    train, test = loaders[name](root, download)
+    split = load_split(split_file, len(train), name)
+    return Data(name, DATASETS[name], train, test, split, train_number_for(len(train)))
+
+
+def _download_with_torchvision(name: str, root: str) -> None:
+    """Downloads through torchvision, which verifies the checksums of what it fetches."""
+    try:
+        import torchvision.datasets as tv_datasets
+    except Exception as error:  # torchvision absent or built for another torch
+        raise UserError(f"{name} is not in {root} and torchvision cannot download it ({error})") from None
+    dataset_class = {"cifar10": tv_datasets.CIFAR10, "cifar100": tv_datasets.CIFAR100,
+                     "fashionmnist": tv_datasets.FashionMNIST}[name]
+    try:
+        os.makedirs(root, exist_ok=True)
+        for train in (True, False):
+            dataset_class(root, train=train, download=True)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{name} is not in {root} and could not be downloaded ({reason[:200]}); "
+                        "put the data set there (see README: data sets) or pass --data DIR") from None
+
+
+def _find_dir(root: str, folder: str, marker: str) -> Optional[str]:
+    """``root/folder`` or ``root`` itself, whichever holds ``marker``."""
+    for candidate in (os.path.join(root, folder), root):
+        if os.path.exists(os.path.join(candidate, marker)):
+            return candidate
+    return None
+
+
+def _unpickle(path: str) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle, encoding="latin1")
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise UserError(f"{path} is not a readable CIFAR batch ({error})") from None
+
+
+def _cifar_images(entries: Sequence[dict], label_key: str, path: str) -> ImageSet:
+    try:
+        images = np.concatenate([np.asarray(e["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for e in entries])
+        labels = np.concatenate([np.asarray(e[label_key], dtype=np.int64) for e in entries])
+    except (KeyError, ValueError) as error:
+        raise UserError(f"{path} does not hold CIFAR data ({error})") from None
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+def _load_cifar(root: str, download: bool, name: str, folder: str, train_files: List[str],
+                test_file: str, label_key: str) -> Tuple[ImageSet, ImageSet]:
+    base = _find_dir(root, folder, test_file)
+    if base is None and download:
+        _download_with_torchvision(name, root)
+        base = _find_dir(root, folder, test_file)
+    if base is None:
+        raise UserError(f"{name} not found: expected {os.path.join(root, folder)}/ with "
+                        f"{', '.join(train_files)} and {test_file}; pass --data DIR")
+    missing = [f for f in train_files if not os.path.exists(os.path.join(base, f))]
+    if missing:
+        raise UserError(f"{name} in {base} is incomplete: {', '.join(missing)} missing")
+    train = _cifar_images([_unpickle(os.path.join(base, f)) for f in train_files], label_key, base)
+    test = _cifar_images([_unpickle(os.path.join(base, test_file))], label_key, base)
+    return train, test
+
+
+def load_cifar10(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+    return _load_cifar(root, download, "cifar10", "cifar-10-batches-py",
+                       [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels")
+
+
+def load_cifar100(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+    return _load_cifar(root, download, "cifar100", "cifar-100-python", ["train"], "test", "fine_labels")
+
+
+def _read_idx(path: str) -> np.ndarray:
+    """Reads an idx file (gzipped or not): big-endian dims after a 4-byte magic."""
+    opener: Callable = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:
+        raise UserError(f"{path} is not a readable idx file ({error})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an unsigned-byte idx file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated: {data.size} bytes of data for dims {dims}")
+    return data.reshape(dims)
+
+
+FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+                 "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def _find_idx_files(folder: str) -> Optional[dict]:
+    found = {}
+    for key, stem in FASHION_FILES.items():
+        for candidate in (stem, stem + ".gz"):
+            if os.path.exists(os.path.join(folder, candidate)):
+                found[key] = os.path.join(folder, candidate)
+                break
+        else:
+            return None
+    return found
+
+
+def load_fashion_mnist(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+    """Idx files directly in ``root`` (Debian's layout), in torchvision's
+    ``root/FashionMNIST/raw``, else Debian's system copy, else downloaded."""
+    folders = [root, os.path.join(root, "FashionMNIST", "raw"), FASHION_MNIST_SYSTEM_DIR]
+    files = next((f for f in map(_find_idx_files, folders) if f is not None), None)
+    if files is None and download:
+        _download_with_torchvision("fashionmnist", root)
+        files = _find_idx_files(os.path.join(root, "FashionMNIST", "raw"))
+    if files is None:
+        raise UserError(f"fashionmnist not found in {root}: expected {', '.join(FASHION_FILES.values())} "
+                        "(.gz or not); on Debian: apt-get install dataset-fashion-mnist")
+    sets = []
+    for part in ("train", "test"):
+        images = _read_idx(files[f"{part}_images"])
+        labels = _read_idx(files[f"{part}_labels"])
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise UserError(f"fashionmnist {part} files disagree: images {images.shape}, labels {labels.shape}")
+        sets.append(ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
+                             torch.from_numpy(labels.astype(np.int64))))
+    return sets[0], sets[1]
+
+
+def _decode_rgb(paths: Sequence[str], size: int) -> np.ndarray:
+    from PIL import Image
+
+    def decode(path: str) -> np.ndarray:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        if array.shape[:2] != (size, size):
+            raise UserError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected {size}x{size}")
+        return array
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    # PIL releases the GIL while decoding, so threads help here.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for i, array in enumerate(pool.map(decode, paths, chunksize=256)):
+            out[i] = array
+    return out.transpose(0, 3, 1, 2).copy()
+
+
+def load_tiny_imagenet(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+    """tiny-imagenet-200 as distributed: ``train/<wnid>/images/*.JPEG`` and ``val/images``
+    with ``val/val_annotations.txt``. Train images are ordered by sorted wnid, then file name."""
+    base = _find_dir(root, "tiny-imagenet-200", "train")
+    if base is None:
+        raise UserError(f"tiny-imagenet not found: expected {os.path.join(root, 'tiny-imagenet-200')}/ "
+                        "with train/ and val/ as distributed (it cannot be downloaded automatically)")
+    train_dir = os.path.join(base, "train")
+    wnids = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    class_of = {wnid: i for i, wnid in enumerate(wnids)}
+    train_paths, train_labels = [], []
+    for wnid in wnids:
+        image_dir = os.path.join(train_dir, wnid, "images")
+        if not os.path.isdir(image_dir):
+            image_dir = os.path.join(train_dir, wnid)
+        names = sorted(n for n in os.listdir(image_dir) if n.lower().endswith((".jpeg", ".jpg", ".png")))
+        train_paths += [os.path.join(image_dir, n) for n in names]
+        train_labels += [class_of[wnid]] * len(names)
+    annotations = os.path.join(base, "val", "val_annotations.txt")
+    if not os.path.exists(annotations):
+        raise UserError(f"tiny-imagenet in {base} lacks val/val_annotations.txt (the layout as distributed)")
+    val_entries = []
+    with open(annotations) as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 2:
+                if parts[1] not in class_of:
+                    raise UserError(f"{annotations} names class {parts[1]} that train/ does not have")
+                val_entries.append((parts[0], class_of[parts[1]]))
+    val_entries.sort()
+    val_paths = [os.path.join(base, "val", "images", name) for name, _ in val_entries]
+    LOG.info(f"decoding {len(train_paths)} + {len(val_paths)} tiny-imagenet images ...")
+    size = DATASETS["tiny-imagenet"].image_size
+    train = ImageSet(torch.from_numpy(_decode_rgb(train_paths, size)), torch.tensor(train_labels, dtype=torch.int64))
+    test = ImageSet(torch.from_numpy(_decode_rgb(val_paths, size)),
+                    torch.tensor([label for _, label in val_entries], dtype=torch.int64))
+    return train, test
+
+
+def load_index_file(path: str, data: Data, what: str = "--train_subset") -> np.ndarray:
+    """Loads a saved set of dataset indices and checks it holds training examples only."""
+    try:
+        indices = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{what} {path} is not a readable .npy array ({error})") from None
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or indices.size == 0:
+        raise UserError(f"{what} {path} must be a non-empty 1-D integer array of dataset indices")
+    allowed = np.zeros(len(data.train), dtype=bool)
+    if indices.min() < 0 or indices.max() >= len(data.train):
+        raise UserError(f"{what} {path} has indices outside 0..{len(data.train) - 1}")
+    allowed[data.train_indices] = True
+    outside = int((~allowed[indices]).sum())
+    if outside:
+        raise UserError(f"{what} {path} holds {outside} validation indices of this split; "
+                        "validation examples never train")
+    return np.unique(indices.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- batches
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip for a whole uint8 batch.
+
+    Same distribution as torchvision's ``RandomCrop(size, padding)`` followed by
+    ``RandomHorizontalFlip()``: every one of the (2p+1)^2 offsets and both flips are
+    equally likely, independently per image. Returns a channels-last uint8 batch.
+    """
+    batch, _, height, width = images.shape
+    device = images.device
+    offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=device)
+    flips = torch.rand(batch, generator=generator, device=device) < 0.5
+    padded = F.pad(images, (padding, padding, padding, padding))
+    rows = offsets[0][:, None] + torch.arange(height, device=device)
+    cols = offsets[1][:, None] + torch.arange(width, device=device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    # Advanced indexing puts the (batch, row, col) dims first: the result is B x H x W x C.
+    crops = padded[torch.arange(batch, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return crops.permute(0, 3, 1, 2)
+
+
+def to_model_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 batch -> float in [0, 1] with 3 channels (grey images are repeated)."""
+    x = images.float().div_(255)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=memory_format)

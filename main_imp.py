@@ -1,0 +1,19 @@
+"""Vanilla iterative magnitude pruning (lottery tickets, rewinding, pruning then fine-tuning)."""
+import argparse
+from typing import Optional, Sequence
+
+from cli import add_common_args, add_pruning_args, add_resume_args, config_from_args
+from runners import run_imp
+from utils import run_cli
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="Iterative magnitude pruning (IMP)")
+    add_common_args(parser, lr_default=0.01)
+    add_resume_args(parser)
+    add_pruning_args(parser, prune_types=["lt", "pt", "rewind_lt"], random_prune=True)
+    run_imp(config_from_args(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    run_cli(main)

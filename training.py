@@ -1,0 +1,150 @@
+"""The one training loop, evaluation and predictions shared by all three scripts."""
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from dataset import ImageSet, random_crop_flip, to_model_input
+from utils import LOG
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How batches are run: the parts of the config the loop needs, nothing else."""
+
+    batch_size: int
+    eval_batch_size: int = 1000
+    precision: str = "fp32"
+    channels_last: bool = False
+    print_freq: int = 50
+    progress: bool = True
+
+
+@dataclass
+class EpochStats:
+    accuracy: float  # percent
+    loss: float
+    steps: int
+    examples: int
+    seconds: float
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    # Built after masks are applied, so it holds ``weight_orig`` of pruned convs.
+    return torch.optim.SGD(model.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, milestones: List[int]) -> torch.optim.lr_scheduler.MultiStepLR:
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=0.1)
+
+
+def warmup_lr(base_lr: float, epoch: int, step: int, steps_per_epoch: int, warmup_epochs: int) -> float:
+    """Linear warm-up per step (``step`` counts from 1), as the published scripts do it."""
+    progress = (epoch * steps_per_epoch + step) / (warmup_epochs * steps_per_epoch)
+    return min(base_lr * progress, base_lr)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def show_progress(requested: bool) -> bool:
+    return requested and sys.stderr.isatty()
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: ImageSet,
+                indices: torch.Tensor, generator: torch.Generator, settings: LoopSettings, *,
+                epoch: int = 0, crop_padding: int = 4, warmup_epochs: int = 0, base_lr: float = 0.0,
+                records: Optional[torch.Tensor] = None, description: str = "") -> EpochStats:
+    """Trains one epoch over ``indices`` (dataset indices, on the data's device) in a
+    random order drawn from ``generator``.
+
+    If ``records`` (int8, one entry per dataset example) is given, each trained example's
+    entry is set to 1 if that step's own forward pass predicted it correctly, else 0: one
+    vectorised write per batch.
+    """
+    model.train()
+    start = time.time()
+    count = int(indices.numel())
+    order = indices[torch.randperm(count, generator=generator, device=indices.device)]
+    steps = math.ceil(count / settings.batch_size)
+    device = train_set.images.device
+    loss_sum = torch.zeros((), device=device)
+    correct_sum = torch.zeros((), dtype=torch.int64, device=device)
+    bar = tqdm(total=steps, desc=description, leave=False, disable=not show_progress(settings.progress),
+               dynamic_ncols=True)
+    for step in range(steps):
+        batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+        if epoch < warmup_epochs:
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_lr(base_lr, epoch, step + 1, steps, warmup_epochs)
+        images = random_crop_flip(train_set.images[batch], crop_padding, generator)
+        inputs = to_model_input(images, settings.channels_last)
+        targets = train_set.labels[batch]
+        with _autocast(device, settings.precision):
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        correct = logits.argmax(dim=1) == targets
+        if records is not None:
+            records[batch] = correct.to(torch.int8)
+        loss_sum += loss.detach().float() * batch.numel()
+        correct_sum += correct.sum()
+        if step % settings.print_freq == 0 or step == steps - 1:
+            # The only host syncs of the loop: at --print_freq, for the log and the bar.
+            seen = min((step + 1) * settings.batch_size, count)
+            running_acc = 100.0 * correct_sum.item() / seen
+            running_loss = loss_sum.item() / seen
+            bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.2f}")
+            if step % settings.print_freq == 0:
+                LOG.info(f"Epoch [{epoch}][{step}/{steps}] loss {running_loss:.4f} acc {running_acc:.3f} "
+                          f"time {time.time() - start:.2f}")
+        bar.update(1)
+    bar.close()
+    return EpochStats(accuracy=100.0 * correct_sum.item() / count, loss=loss_sum.item() / count,
+                      steps=steps, examples=count, seconds=time.time() - start)
+
+
+def _batches(count: int, batch_size: int) -> Iterator[slice]:
+    for begin in range(0, count, batch_size):
+        yield slice(begin, min(begin + batch_size, count))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet, settings: LoopSettings,
+            indices: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Predicted labels of ``data`` (or of ``indices`` of it, in that order): eval mode,
+    no augmentation, large batches."""
+    was_training = model.training
+    model.eval()
+    device = data.images.device
+    count = len(data) if indices is None else int(indices.numel())
+    predictions = torch.empty(count, dtype=torch.int64, device=device)
+    for part in _batches(count, settings.eval_batch_size):
+        images = data.images[part] if indices is None else data.images[indices[part]]
+        with _autocast(device, settings.precision):
+            predictions[part] = model(to_model_input(images, settings.channels_last)).argmax(dim=1)
+    model.train(was_training)
+    return predictions
+
+
+def evaluate(model: nn.Module, data: ImageSet, settings: LoopSettings,
+             indices: Optional[torch.Tensor] = None) -> float:
+    """Top-1 accuracy in percent on ``data`` (or on ``indices`` of it)."""
+    count = len(data) if indices is None else int(indices.numel())
+    if count == 0:
+        return 0.0
+    labels = data.labels if indices is None else data.labels[indices]
+    correct = (predict(model, data, settings, indices) == labels).sum()
+    return 100.0 * correct.item() / count
