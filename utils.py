@@ -179,10 +179,8 @@ def _numpy_safe_globals() -> List[Any]:
     # Published checkpoints hold numpy arrays (the PrAC sequence and records) and the
     # scheduler's Counter; these are data, so they are allowed to the safe loader.
     allowed: List[Any] = [collections.Counter, np.ndarray, np.dtype]
-    try:
-        allowed.append(np._core.multiarray._reconstruct)  # numpy >= 2
-    except AttributeError:
-        allowed.append(np.core.multiarray._reconstruct)
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
+    allowed += [multiarray._reconstruct, multiarray.scalar]
     allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "int8", "uint8", "bool")]
     allowed += [np.float64, np.float32, np.int64, np.int32, np.bool_]
     return allowed
@@ -204,8 +202,10 @@ def load_checkpoint(path: str, what: str = "checkpoint", trust: bool = False) ->
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "Unsupported global" in str(error) or "weights_only" in str(error):
-            raise UserError(f"{what} {path} holds objects the safe loader refuses ({message[:160]}); "
+        refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        if refused:
+            detail = refused[0].split(" was not")[0].replace("WeightsUnpickler error: ", "")
+            raise UserError(f"{what} {path} holds objects the safe loader refuses ({detail[:160]}); "
                             "if you trust the file, add --trust_checkpoints") from None
         raise UserError(f"{what} {path} is corrupt or truncated ({message[:160]}); "
                         "use an earlier checkpoint or re-run") from None
