@@ -142,7 +142,8 @@ class Session:
             "format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "base_seed": run.base_seed,
             "schedule": {"epochs": run.schedule.epochs, "milestones": list(run.schedule.milestones),
                          "warmup": run.schedule.warmup},
-            "sequence": torch.from_numpy(np.asarray(run.sequence, dtype=np.int64)),
+            # numpy, as the published scripts store it, so our checkpoints load there too
+            "sequence": np.asarray(run.sequence, dtype=np.int64),
             "round_finished": run.round_finished, "eb_stop_epoch": run.eb_stop_epoch,
             "cumulative_steps": run.cumulative_steps, "round_steps": run.round_steps,
             "round_examples": run.round_examples, "round_seconds": run.round_seconds,
@@ -150,8 +151,8 @@ class Session:
         }
         if run.records is not None and run.early_bird is not None:
             checkpoint.update({
-                # examples x epochs trained so far, as the published 'prediction' matrix
-                "prediction": run.records[:run.epoch].t().contiguous(),
+                # one (examples x 1) int8 array per epoch so far, the published layout
+                "prediction": [column.reshape(-1, 1) for column in run.records[:run.epoch].cpu().numpy()],
                 "remain_para": pruner.unpruned_count(model),
                 "distance_queue": run.early_bird.queue, "last_mask": run.early_bird.last_mask,
                 "start_record": run.early_bird.start_record,
