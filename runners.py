@@ -29,6 +29,7 @@ from utils import (EPOCH_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_PRUNE, STREAM_
 CHECKPOINT_FORMAT = "prac-lth-open/1"
 PUBLISHED_KEYS = ("state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler")
 StateDict = Dict[str, torch.Tensor]
+SCRIPTS = {"imp": "main_imp.py", "prac": "main_PrAC_imp.py", "retrain": "main_train.py"}
 
 
 def empty_result() -> Dict[str, List[float]]:
@@ -97,7 +98,7 @@ class Session:
         self.epoch_table = ResultTable(self.paths.epochs_csv, EPOCH_FIELDS)
         self.round_table = ResultTable(self.paths.rounds_csv, ROUND_FIELDS)
         info_path = self.paths.run_info if not config.resume else self.paths.run_info.replace(".json", "_resume.json")
-        save_run_info(info_path, config.to_dict(), describe_device(self.device))
+        save_run_info(info_path, SCRIPTS[kind], config.to_dict(), describe_device(self.device))
 
     # -------------------------------------------------------------------- models
     def new_model(self, base_seed: int) -> nn.Module:
@@ -285,7 +286,8 @@ class Session:
             self.epoch_table.append({
                 "round": run.state, "epoch": epoch + 1, "lr": lr, "train_acc": stats.accuracy,
                 "val_acc": val_acc, "test_acc": test_acc, "remaining_weights": remaining,
-                "train_examples": stats.examples, "steps": run.round_steps, "examples_seen": run.round_examples,
+                "train_examples": stats.examples, "round_steps": run.round_steps,
+                "round_examples_seen": run.round_examples,
                 "cumulative_steps": run.cumulative_steps, "eb_distance": distance, "eb_seconds": eb_seconds,
                 "seconds": stats.seconds})
             self.save(model, optimizer, scheduler, run, is_best=is_best)

@@ -225,9 +225,11 @@ def require_keys(checkpoint: Any, keys: Iterable[str], path: str, what: str) -> 
 
 
 # ----------------------------------------------------------------------------- results
+# Per epoch: train_examples is the epoch's; round_steps / round_examples_seen are totals of
+# the round so far; cumulative_steps is the total since the start of the run.
 EPOCH_FIELDS = ["round", "epoch", "lr", "train_acc", "val_acc", "test_acc", "remaining_weights",
-                "train_examples", "steps", "examples_seen", "cumulative_steps", "eb_distance",
-                "eb_seconds", "seconds"]
+                "train_examples", "round_steps", "round_examples_seen", "cumulative_steps",
+                "eb_distance", "eb_seconds", "seconds"]
 ROUND_FIELDS = ["round", "remaining_weights", "train_examples", "forgetting_part",
                 "pruning_aware_part", "epochs_planned", "epochs_run", "eb_stop_epoch", "steps",
                 "examples_seen", "cumulative_steps", "best_val_acc", "test_acc_at_best_val",
@@ -289,9 +291,10 @@ def code_version() -> str:
         return "unknown"
 
 
-def save_run_info(path: str, config: Mapping[str, Any], device: str) -> None:
-    info = {"arguments": dict(config), "code_version": code_version(), "torch": torch.__version__,
-            "device": device, "command": " ".join(sys.argv)}
+def save_run_info(path: str, script: str, config: Mapping[str, Any], device: str) -> None:
+    """Saves what produced a run: script, arguments, working folder, code and torch versions."""
+    info = {"script": script, "arguments": dict(config), "cwd": os.getcwd(), "code_version": code_version(),
+            "torch": torch.__version__, "device": device, "command": " ".join(sys.argv)}
     atomic_write(path, lambda handle: json.dump(info, handle, indent=2, default=str), mode="w")
 
 
