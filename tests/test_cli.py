@@ -1,0 +1,216 @@
+"""Flags: published names and defaults, milestone parsing and validation."""
+import os
+import shutil
+from dataclasses import replace
+from typing import List
+
+import pytest
+
+import cli
+import main_PrAC_imp
+import main_imp
+import main_train
+from cli import Config, parse_milestones, validate
+from utils import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def one_line(error: BaseException) -> bool:
+    return bool(str(error).strip()) and "\n" not in str(error)
+
+
+def valid_config(**changes) -> Config:
+    return replace(Config(save_dir="runs/x"), **changes)
+
+
+# ----------------------------------------------------------------------------- milestones
+@pytest.mark.parametrize("text, expected", [
+    ("91,136", [91, 136]),
+    ("91", [91]),
+    ("", []),
+    ("10, 20,30", [10, 20, 30]),
+    ("5,5", [5, 5]),
+])
+def test_parse_milestones(text: str, expected: List[int]) -> None:
+    assert parse_milestones(text) == expected
+
+
+@pytest.mark.parametrize("text", ["91;x", "91,x", "a", "1.5", "91,-3"])
+def test_parse_milestones_rejects_malformed(text: str) -> None:
+    with pytest.raises(UserError) as info:
+        parse_milestones(text)
+    assert one_line(info.value)
+
+
+# ----------------------------------------------------------------------------- validation
+def test_default_config_with_save_dir_is_valid() -> None:
+    validate(valid_config())
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0, 1.5, -0.1])
+def test_validate_rejects_bad_rate(rate: float) -> None:
+    with pytest.raises(UserError) as info:
+        validate(valid_config(rate=rate))
+    assert one_line(info.value)
+    assert "rate" in str(info.value)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.01, 0.99])
+def test_validate_accepts_good_rate(rate: float) -> None:
+    validate(valid_config(rate=rate))
+
+
+@pytest.mark.parametrize("save_dir", ["", None])
+def test_validate_requires_save_dir(save_dir) -> None:
+    with pytest.raises(UserError) as info:
+        validate(valid_config(save_dir=save_dir))
+    assert one_line(info.value)
+    assert "save_dir" in str(info.value)
+
+
+@pytest.mark.parametrize("rewind_epoch, epochs", [(2, 2), (5, 3), (182, 182)])
+def test_validate_rejects_rewind_point_after_training(rewind_epoch: int, epochs: int) -> None:
+    with pytest.raises(UserError) as info:
+        validate(valid_config(prune_type="rewind_lt", rewind_epoch=rewind_epoch, epochs=epochs))
+    assert one_line(info.value)
+
+
+def test_validate_accepts_rewind_point_inside_training() -> None:
+    validate(valid_config(prune_type="rewind_lt", rewind_epoch=1, epochs=2))
+    validate(valid_config(prune_type="rewind_lt", rewind_epoch=0, epochs=1))
+
+
+@pytest.mark.parametrize("changes", [
+    {"dataset": "mnist"},
+    {"arch": "res99"},
+    {"data_rate": 1.0},
+    {"data_rate": -0.1},
+    {"lr": 0.0},
+    {"eb_eps": 0.0},
+    {"epochs": 0},
+    {"batch_size": 0},
+    {"pruning_times": 0},
+    {"queue_length": 0},
+    {"rewind_epoch": -1},
+    {"warmup": -1},
+    {"resume": True},                        # without --checkpoint
+    {"split_file": "/nonexistent/split.npy"},
+    {"init_dir": "/nonexistent/ckpt.pth.tar"},
+    {"mask_dir": "/nonexistent/ckpt.pth.tar"},
+    {"resume": True, "checkpoint": "/nonexistent/3checkpoint.pth.tar"},
+])
+def test_validate_rejects_bad_values(changes) -> None:
+    with pytest.raises(UserError) as info:
+        validate(valid_config(**changes))
+    assert one_line(info.value)
+
+
+def test_checkpoint_is_only_checked_when_resuming() -> None:
+    validate(valid_config(checkpoint="/nonexistent/3checkpoint.pth.tar"))
+
+
+# ----------------------------------------------------------------------------- the scripts' flags
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> List[Config]:
+    """Replaces the runners so that main() only parses and validates its flags."""
+    configs: List[Config] = []
+    for module, name in ((main_imp, "run_imp"), (main_PrAC_imp, "run_prac_imp"), (main_train, "run_retrain")):
+        monkeypatch.setattr(module, name, configs.append)
+    return configs
+
+
+COMMON_DEFAULTS = dict(data="../data", dataset="cifar10", arch="res20s", split_file=None, seed=None,
+                       gpu=0, batch_size=128, momentum=0.9, weight_decay=1e-4, epochs=182, warmup=0,
+                       print_freq=50, decreasing_lr=[91, 136])
+
+
+def check_defaults(config: Config, **expected) -> None:
+    for key, value in {**COMMON_DEFAULTS, **expected}.items():
+        assert getattr(config, key) == value, key
+
+
+def test_main_imp_defaults(captured: List[Config]) -> None:
+    main_imp.main(["--save_dir", "s"])
+    check_defaults(captured[0], lr=0.01, pruning_times=16, rate=0.2, prune_type="lt", random_prune=False,
+                   rewind_epoch=2, resume=False, checkpoint=None)
+
+
+def test_main_prac_imp_defaults(captured: List[Config], tmp_path) -> None:
+    split = str(tmp_path / "split.npy")
+    open(split, "wb").close()
+    main_PrAC_imp.main(["--save_dir", "s", "--split_file", split])
+    check_defaults(captured[0], split_file=split, lr=0.1, pruning_times=16, rate=0.2, eb_eps=0.08,
+                   queue_length=5, prune_type="lt", rewind_epoch=2, data_prune="zero_out", threshold=0,
+                   data_rate=0.2)
+
+
+def test_main_train_defaults(captured: List[Config]) -> None:
+    main_train.main(["--save_dir", "s"])
+    check_defaults(captured[0], lr=0.1, save_model=False, init_dir=None, mask_dir=None)
+
+
+def test_main_prac_imp_requires_split_file(captured: List[Config]) -> None:
+    with pytest.raises(UserError) as info:
+        main_PrAC_imp.main(["--save_dir", "s"])
+    assert one_line(info.value)
+    assert captured == []
+
+
+def test_prune_type_choices(captured: List[Config], tmp_path) -> None:
+    main_imp.main(["--save_dir", "s", "--prune_type", "pt"])
+    assert captured[-1].prune_type == "pt"
+    split = str(tmp_path / "split.npy")
+    open(split, "wb").close()
+    with pytest.raises(SystemExit):  # pt is main_imp.py only
+        main_PrAC_imp.main(["--save_dir", "s", "--split_file", split, "--prune_type", "pt"])
+    with pytest.raises(SystemExit):
+        main_PrAC_imp.main(["--save_dir", "s", "--split_file", split, "--data_prune", "half"])
+
+
+def test_seed_zero_is_a_seed(captured: List[Config]) -> None:
+    main_imp.main(["--save_dir", "s", "--seed", "0"])
+    assert captured[0].seed == 0
+
+
+def test_bad_flag_values_raise_user_error_before_running(captured: List[Config]) -> None:
+    for argv in (["--save_dir", "s", "--rate", "1.5"], ["--save_dir", "s", "--decreasing_lr", "91;x"],
+                 ["--rate", "0.2"], ["--save_dir", "s", "--prune_type", "rewind_lt", "--epochs", "2",
+                                     "--rewind_epoch", "2"]):
+        with pytest.raises(UserError) as info:
+            main_imp.main(argv)
+        assert one_line(info.value)
+    assert captured == []
+
+
+def test_published_commands_parse_verbatim(captured: List[Config], tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.makedirs(tmp_path / "npy_files")
+    shutil.copy(os.path.join(REPO, "npy_files", "cifar10-train-val.npy"), tmp_path / "npy_files")
+    os.makedirs(tmp_path / "PrAC_lt_cifar10_res20s")
+    open(tmp_path / "PrAC_lt_cifar10_res20s" / "1checkpoint.pth.tar", "wb").close()
+    monkeypatch.chdir(tmp_path)
+
+    main_imp.main("--data data/cifar10 --dataset cifar10 --arch res20s --batch_size 128 --lr 0.1 "
+                  "--pruning_times 16 --prune_type rewind_lt --rewind_epoch 2 "
+                  "--save_dir lt_cifar10_res20s".split())
+    main_PrAC_imp.main("--data data/cifar10 --dataset cifar10 --arch res20s "
+                       "--split_file npy_files/cifar10-train-val.npy --batch_size 128 --lr 0.1 "
+                       "--pruning_times 16 --eb_eps 0.08 --prune_type rewind_lt --rewind_epoch 2 "
+                       "--threshold 0 --save_dir PrAC_lt_cifar10_res20s".split())
+    main_train.main("--data data/cifar10 --dataset cifar10 --arch res20s --batch_size 128 --lr 0.1 "
+                    "--init_dir PrAC_lt_cifar10_res20s/1checkpoint.pth.tar "
+                    "--mask_dir PrAC_lt_cifar10_res20s/1checkpoint.pth.tar "
+                    "--save_dir retrain_PrAC_lt_cifar10_res20s/1".split())
+    imp, prac_run, retrain = captured
+    assert (imp.prune_type, imp.rewind_epoch, imp.lr, imp.save_dir) == ("rewind_lt", 2, 0.1, "lt_cifar10_res20s")
+    assert prac_run.split_file == "npy_files/cifar10-train-val.npy" and prac_run.eb_eps == 0.08
+    assert retrain.init_dir == retrain.mask_dir == "PrAC_lt_cifar10_res20s/1checkpoint.pth.tar"
+
+
+def test_config_from_args_parses_milestones() -> None:
+    import argparse
+    parser = argparse.ArgumentParser()
+    cli.add_common_args(parser, lr_default=0.1)
+    config = cli.config_from_args(parser.parse_args(["--save_dir", "s", "--decreasing_lr", "3,7"]))
+    assert config.decreasing_lr == [3, 7]
+    assert isinstance(config, Config)
