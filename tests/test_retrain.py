@@ -1,0 +1,168 @@
+"""main_train.py: retraining a ticket from our checkpoints, from a checkpoint in the
+published format, from a plain rewind-weight file and from the final ticket (SPEC §5, §6)."""
+import csv
+import os
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import main_imp
+import main_train
+import pruner
+import runners
+from models import build_model
+from tests.conftest import tiny_args
+from utils import load_checkpoint
+
+EPOCHS = 2
+
+
+def read_csv(path: str) -> List[Dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def mask_percent(mask: Dict[str, torch.Tensor]) -> float:
+    return 100.0 * pruner.mask_size(mask) / sum(m.numel() for m in mask.values())
+
+
+@pytest.fixture(scope="module")
+def imp_dir(cifar10_dir: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    save_dir = str(tmp_path_factory.mktemp("retrain_source") / "imp")
+    main_imp.main(tiny_args(cifar10_dir, save_dir, "--epochs", "2", "--pruning_times", "2",
+                            "--prune_type", "rewind_lt", "--rewind_epoch", "0"))
+    return save_dir
+
+
+@pytest.fixture(scope="module")
+def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A round-1 checkpoint as the published scripts write it: a plain dict saved with
+    torch.save, masks made by torch.nn.utils.prune.global_unstructured, numpy sequence."""
+    torch.manual_seed(3)
+    model = build_model("res20s", 10)
+    initialization = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # "train" a little so the weights differ from the initialisation
+        for _, module in model.named_modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.add_(torch.randn_like(module.weight) * 0.05)
+    parameters = [(m, "weight") for m in model.modules() if isinstance(m, nn.Conv2d)]
+    prune.global_unstructured(parameters, pruning_method=prune.L1Unstructured, amount=0.2)
+    optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[91, 136], gamma=0.1)
+    checkpoint = {
+        "state": 1,
+        "result": {"train": [30.0, 40.0], "ta": [20.0, 25.0], "test_ta": [21.0, 24.0]},
+        "epoch": 2,
+        "state_dict": model.state_dict(),
+        "best_sa": 25.0,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "init_weight": initialization,
+        "sequence": np.arange(180),
+    }
+    assert any(k.endswith("weight_orig") for k in checkpoint["state_dict"])
+    assert any(k.endswith("weight_mask") for k in checkpoint["state_dict"])
+    path = str(tmp_path_factory.mktemp("published") / "1checkpoint.pth.tar")
+    torch.save(checkpoint, path)
+    return path
+
+
+def retrain(cifar10_dir: str, save_dir: str, init_dir: str, mask_dir: str,
+            monkeypatch: pytest.MonkeyPatch) -> Dict[str, torch.Tensor]:
+    """Runs main_train.py in-process; returns the model's state just before training."""
+    captured: Dict[str, Dict[str, torch.Tensor]] = {}
+    original = runners.Session.train_round
+
+    def spying_train_round(self: Any, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        captured.setdefault("start", {k: v.detach().clone() for k, v in model.state_dict().items()})
+        return original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(runners.Session, "train_round", spying_train_round)
+    main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), "--init_dir", init_dir,
+                              "--mask_dir", mask_dir))
+    return captured["start"]
+
+
+def check_retrain_outputs(save_dir: str, expected_remaining: float) -> None:
+    present = set(os.listdir(save_dir))
+    assert {"checkpoint.pth.tar", "model_SA_best.pth.tar", "net_train.png", "epochs.csv", "rounds.csv"} <= present
+    assert not [f for f in present if f.startswith(".tmp")]
+    rows = read_csv(os.path.join(save_dir, "epochs.csv"))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    for row in rows:
+        assert float(row["remaining_weights"]) == pytest.approx(expected_remaining, abs=0.01)
+        assert int(row["train_examples"]) == 180
+    # main_train.py never rewinds the learning rate
+    assert float(rows[0]["lr"]) == pytest.approx(0.1)
+    checkpoint = load_checkpoint(os.path.join(save_dir, "checkpoint.pth.tar"))
+    assert {"state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler"} <= set(checkpoint)
+    assert checkpoint["epoch"] == EPOCHS
+    assert all(len(checkpoint["result"][k]) == EPOCHS for k in ("train", "ta", "test_ta"))
+    model = build_model("res20s", 10)
+    mask = pruner.extract_mask(checkpoint["state_dict"])
+    pruner.apply_mask(model, mask)
+    model.load_state_dict(checkpoint["state_dict"])
+    assert pruner.remaining_weights(model) == pytest.approx(expected_remaining, abs=0.01)
+    rounds = read_csv(os.path.join(save_dir, "rounds.csv"))
+    assert len(rounds) == 1 and float(rounds[0]["remaining_weights"]) == pytest.approx(expected_remaining, abs=0.01)
+
+
+def check_start(start: Dict[str, torch.Tensor], init: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor]) -> None:
+    """Training started from ``init`` (dense keys) with exactly ``mask`` applied."""
+    assert pruner.extract_mask(start).keys() == mask.keys()
+    for key, value in mask.items():
+        assert torch.equal(start[key], value.to(start[key].dtype)), f"{key} differs from --mask_dir's mask"
+    dense = pruner.dense_state_dict(start)
+    init = pruner.dense_state_dict(init)
+    assert set(dense) == set(init)
+    for key in init:
+        assert torch.equal(dense[key], init[key]), f"{key} does not start from --init_dir's weights"
+
+
+def test_retrain_from_our_round_checkpoint(cifar10_dir: str, imp_dir: str, tmp_path: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    source = os.path.join(imp_dir, "1checkpoint.pth.tar")
+    start = retrain(cifar10_dir, str(tmp_path / "retrain"), source, source, monkeypatch)
+    checkpoint = load_checkpoint(source)
+    mask = pruner.extract_mask(checkpoint["state_dict"])
+    assert mask_percent(mask) == pytest.approx(80.0, abs=0.01)
+    check_start(start, checkpoint["init_weight"], mask)
+    check_retrain_outputs(str(tmp_path / "retrain"), 80.0)
+
+
+def test_retrain_from_rewind_weight_file_and_round_mask(cifar10_dir: str, imp_dir: str, tmp_path: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--init_dir may be a plain state_dict (epoch_K_rewind_weight.pt)."""
+    init_file = os.path.join(imp_dir, "epoch_1_rewind_weight.pt")
+    mask_file = os.path.join(imp_dir, "1checkpoint.pth.tar")
+    start = retrain(cifar10_dir, str(tmp_path / "retrain"), init_file, mask_file, monkeypatch)
+    check_start(start, load_checkpoint(init_file), pruner.extract_mask(load_checkpoint(mask_file)["state_dict"]))
+    check_retrain_outputs(str(tmp_path / "retrain"), 80.0)
+
+
+def test_published_checkpoint_loads_safely_and_retrains(cifar10_dir: str, published_checkpoint: str,
+                                                        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint = load_checkpoint(published_checkpoint)  # the safe (weights_only) loader
+    assert isinstance(checkpoint["sequence"], np.ndarray)
+    assert np.array_equal(checkpoint["sequence"], np.arange(180))
+    mask = pruner.extract_mask(checkpoint["state_dict"])
+    assert len(mask) == len([m for m in build_model("res20s", 10).modules() if isinstance(m, nn.Conv2d)])
+    expected = mask_percent(mask)
+    assert expected == pytest.approx(80.0, abs=0.01)
+    start = retrain(cifar10_dir, str(tmp_path / "retrain"), published_checkpoint, published_checkpoint, monkeypatch)
+    check_start(start, checkpoint["init_weight"], mask)
+    check_retrain_outputs(str(tmp_path / "retrain"), expected)
+
+
+def test_retrain_final_ticket(cifar10_dir: str, imp_dir: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticket_path = os.path.join(imp_dir, "final_ticket.pth.tar")
+    ticket = load_checkpoint(ticket_path)
+    mask = pruner.extract_mask(ticket["state_dict"])
+    assert mask_percent(mask) == pytest.approx(64.0, abs=0.01)
+    start = retrain(cifar10_dir, str(tmp_path / "retrain"), ticket_path, ticket_path, monkeypatch)
+    check_start(start, ticket["init_weight"], mask)
+    check_retrain_outputs(str(tmp_path / "retrain"), 64.0)
