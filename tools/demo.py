@@ -43,7 +43,8 @@ def write_demo_data(source: str, target: str, train_images: int, test_images: in
 
 def run(command: List[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(part) for part in command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    if subprocess.run(command, cwd=REPO).returncode != 0:
+        sys.exit(f"error: the demo stopped because this step failed: {' '.join(command[1:3])} ...")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -53,9 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--out", default="demo_runs", help="folder for data, runs and report")
     parser.add_argument("--train_images", type=int, default=6000)
     parser.add_argument("--test_images", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3, help="--pruning_times of both searches")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--decreasing_lr", default="2,3")
+    parser.add_argument("--rounds", type=int, default=4, help="--pruning_times of both searches")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--decreasing_lr", default="4,6")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     args = parser.parse_args(argv)
@@ -96,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             retrain_dirs.append(save_dir)
 
     report_dir = os.path.join(args.out, "report")
-    run([python, "report.py", runs["imp"], runs["prac"], "--name", "IMP", "--name", "PrAC",
+    run([python, "report.py", runs["imp"], runs["prac"], "--name", "IMP", "PrAC",
          "--retrain", *retrain_dirs, "--out", report_dir])
     print(f"\ndemo finished in {(time.time() - started) / 60:.1f} minutes; report and plots in {report_dir}/")
 
