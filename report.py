@@ -561,7 +561,7 @@ def plot_accuracy(tables: Sequence[RunTable], path: str) -> None:
     figure, axes = _new_axes("Test accuracy vs remaining weights", "remaining weights (%, log scale; sparser →)",
                              "test accuracy (%)")
     for index, table in enumerate(tables):
-        series = [("test_acc_at_best_val", "found ticket", "o", "-"),
+        series = [("test_acc_at_best_val", "search round (trained on its set)", "o", "-"),
                   ("retrained_test_acc", "retrained ticket", "s", "--")]
         for column, what, marker, line in series:
             points = [(row["remaining_weights"], row[column]) for row in table.rows if row[column] is not None]
