@@ -196,9 +196,19 @@ class Session:
             pruner.apply_mask(model, mask)
         with weights_error(f"checkpoint {path}", config):
             model.load_state_dict(checkpoint["state_dict"])
+        sequence = checkpoint.get("sequence")
+        sequence = (self.data.train_indices.copy() if sequence is None
+                    else np.asarray(sequence.cpu().numpy() if torch.is_tensor(sequence) else sequence, dtype=np.int64))
         saved = checkpoint.get("schedule")
-        schedule = RoundSchedule(int(saved["epochs"]), [int(m) for m in saved["milestones"]],
-                                 int(saved["warmup"])) if saved else self.full_schedule()
+        if saved:
+            schedule = RoundSchedule(int(saved["epochs"]), [int(m) for m in saved["milestones"]], int(saved["warmup"]))
+        elif with_records and int(checkpoint["state"]) > 0:
+            # A published PrAC checkpoint does not hold its round's scaled schedule (the
+            # published resume ran the unscaled one); its PrAC set determines it.
+            schedule = scaled_schedule(config.epochs, config.decreasing_lr, config.warmup, len(sequence),
+                                       self.data.train_number)
+        else:
+            schedule = self.full_schedule()
         optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
         scheduler = make_scheduler(optimizer, schedule.milestones)
         try:
@@ -206,9 +216,6 @@ class Session:
             scheduler.load_state_dict(checkpoint["scheduler"])
         except (ValueError, KeyError, RuntimeError) as error:
             raise UserError(f"checkpoint {path}: its optimiser state does not fit this model ({error})") from None
-        sequence = checkpoint.get("sequence")
-        sequence = (self.data.train_indices.copy() if sequence is None
-                    else np.asarray(sequence.cpu().numpy() if torch.is_tensor(sequence) else sequence, dtype=np.int64))
         run = RunState(state=int(checkpoint["state"]), schedule=schedule, sequence=sequence,
                        base_seed=base_seed, init_weight=checkpoint["init_weight"],
                        epoch=int(checkpoint["epoch"]), result={k: list(v) for k, v in checkpoint["result"].items()},
@@ -237,6 +244,10 @@ class Session:
                                               queue=torch.as_tensor(checkpoint["distance_queue"]),
                                               last_mask=last_mask,
                                               start_record=bool(checkpoint["start_record"]))
+            if "round_finished" not in checkpoint:
+                # A published checkpoint does not say whether Early-Bird stopped the round;
+                # its queue does (the published resume trained on after a stop).
+                run.round_finished = bool(run.early_bird.queue.max() < config.eb_eps)
         # Result rows past the checkpoint are recomputed, so drop them now.
         self.epoch_table.keep_only(lambda row: int(row["round"]) < run.state or
                                    (int(row["round"]) == run.state and int(row["epoch"]) <= run.epoch))

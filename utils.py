@@ -50,7 +50,9 @@ class _TqdmSafeHandler(logging.Handler):
 def setup_logging(save_dir: Optional[str] = None) -> None:
     """Logs to stdout and, when given, to ``save_dir/log.txt``."""
     LOG.setLevel(logging.INFO)
-    LOG.handlers.clear()
+    for handler in list(LOG.handlers):
+        handler.close()
+        LOG.removeHandler(handler)
     LOG.propagate = False
     console = _TqdmSafeHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
