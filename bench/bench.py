@@ -56,6 +56,7 @@ from dataset import ImageSet, random_crop_flip, to_model_input  # noqa: E402
 from models import build_model  # noqa: E402
 from training import LoopSettings, evaluate, make_optimizer, train_epoch  # noqa: E402
 from runners import CPU_EVAL_BATCH, CUDA_EVAL_BATCH  # noqa: E402
+from utils import UserError, select_device  # noqa: E402
 
 EPOCH_IMAGES = 45_000  # CIFAR's train_number: every "per epoch" figure is for this many images
 ARCH = "res20s"
@@ -136,7 +137,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace) -> BenchConfig:
     """Picks the device, fills unset sizes from the quick or full defaults and checks them."""
-    device = select_device(args.device)
+    try:
+        device = select_device(args.device, gpu=0)
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     sizes = dict(QUICK_SIZES if args.quick else FULL_SIZES)
     if not args.quick and device.type == "cuda":
         sizes["steps"] = FULL_STEPS_CUDA
@@ -154,17 +158,6 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
                        eval_batch_size=args.eval_batch_size, repeats=pick["repeats"], eval_n=pick["eval_n"],
                        workers=args.workers, device=device, compile=args.compile and device.type == "cuda",
                        seed=args.seed, quick=args.quick, out=args.out)
-
-
-def select_device(requested: str) -> torch.device:
-    """``auto``: CUDA when torch sees a device, else the CPU. CUDA is never touched on ``cpu``."""
-    if requested == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    if requested == "cuda":
-        raise SystemExit("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device("cpu")
 
 
 def device_name(device: torch.device) -> str:
