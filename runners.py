@@ -90,6 +90,11 @@ class Session:
         setup_logging(config.save_dir)
         self.device = select_device(config.device, config.gpu)
         LOG.info(f"device: {describe_device(self.device)}")
+        if self.device.type == "cuda":
+            # Seeded runs stay reproducible (as the published setup_seed); unseeded ones
+            # let cuDNN pick the fastest kernels for the fixed batch shapes.
+            torch.backends.cudnn.deterministic = config.seed is not None
+            torch.backends.cudnn.benchmark = config.seed is None
         if config.compile and self.device.type != "cuda":
             LOG.info("--compile is used on CUDA only; running eagerly on the CPU")
         self.data: Data = load_data(config.dataset, config.data, config.split_file).to(self.device)
