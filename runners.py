@@ -118,10 +118,15 @@ class Session:
         save_run_info(path, SCRIPTS[self.kind], self.config.to_dict(), describe_device(self.device))
 
     # -------------------------------------------------------------------- models
-    def new_model(self, base_seed: int) -> nn.Module:
-        # The initialisation consumes torch's global RNG exactly as the published scripts
-        # do after setup_seed(seed), so a seeded run starts from the same weights.
-        torch.manual_seed(base_seed)
+    def new_model(self, base_seed: Optional[int]) -> nn.Module:
+        """The configured model on the device; seeded initialisation when ``base_seed`` is given.
+
+        The initialisation consumes torch's global RNG as the published scripts do after
+        setup_seed(seed). A model whose weights are loaded next passes None, so building
+        it leaves the global RNG alone.
+        """
+        if base_seed is not None:
+            torch.manual_seed(base_seed)
         info = self.data.info
         model = build_model(self.config.arch, info.num_classes, info.mean, info.std).to(self.device)
         if self.settings.channels_last:
@@ -202,8 +207,7 @@ class Session:
         with weights_error(f"checkpoint {path}", config):
             model.load_state_dict(checkpoint["state_dict"])
         sequence = checkpoint.get("sequence")
-        sequence = (self.data.train_indices.copy() if sequence is None
-                    else np.asarray(sequence.cpu().numpy() if torch.is_tensor(sequence) else sequence, dtype=np.int64))
+        sequence = self.data.train_indices.copy() if sequence is None else np.asarray(sequence, dtype=np.int64)
         saved = checkpoint.get("schedule")
         if saved:
             schedule = RoundSchedule(int(saved["epochs"]), [int(m) for m in saved["milestones"]], int(saved["warmup"]))
@@ -521,7 +525,7 @@ def _train_split_predictions(session: Session, checkpoint_path: str) -> np.ndarr
     """Labels a saved model predicts for the training split (split order, unaugmented, eval mode)."""
     checkpoint = session.load(checkpoint_path, "best checkpoint")
     require_keys(checkpoint, ("state_dict",), checkpoint_path, "best checkpoint")
-    model = session.new_model(0)
+    model = session.new_model(None)  # weights come from the checkpoint
     mask = pruner.extract_mask(checkpoint["state_dict"])
     if mask:
         pruner.apply_mask(model, mask)
