@@ -5,13 +5,16 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
+from dataset import DATASETS
+from models import ARCHITECTURES
+from prac import SELECTION_RULES
 from utils import UserError
 
-DATASET_NAMES = ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")
-ARCH_NAMES = ("res20s", "res56s", "res18", "res50", "vgg16_bn")
+DATASET_NAMES = tuple(DATASETS)
+ARCH_NAMES = tuple(ARCHITECTURES)
 
 
-def add_common_args(parser: argparse.ArgumentParser, lr_default: float) -> None:
+def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_file_required: bool = False) -> None:
     """Flags of all three scripts (published names and defaults) plus device and output."""
     general = parser.add_argument_group("general")
     general.add_argument("--data", type=str, default="../data", metavar="DIR",
@@ -22,7 +25,9 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float) -> None:
                          help=f"one of {', '.join(ARCH_NAMES)} (default: %(default)s)")
     general.add_argument("--split_file", type=str, default=None, metavar="NPY",
                          help="permutation of the train-set indices; the last 10%% validate "
-                              "(default: identity order)")
+                              + ("(required)" if split_file_required else
+                                 "(default: npy_files/<dataset>-train-val.npy when its size fits the "
+                                 "data set, else identity order)"))
     general.add_argument("--seed", type=int, default=None, metavar="N",
                          help="random seed; 0 is a seed (default: unseeded)")
     general.add_argument("--save_dir", type=str, default=None, metavar="DIR",
@@ -54,8 +59,8 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float) -> None:
                          help="channels-last memory format; auto: on with bf16 (default: auto)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     runtime.add_argument("--eval_batch_size", type=int, default=None, metavar="N",
-                         help="batch size for evaluation and predictions (default: 1000 on CUDA, "
-                              "128 on the CPU, where larger batches fall out of cache and run slower)")
+                         help="batch size for evaluation and predictions (default: 1000 on CUDA, 128 on "
+                              "the CPU, where larger batches fall out of cache and run slower)")
     runtime.add_argument("--no_progress", action="store_true",
                          help="no progress bar (it is also off when stderr is not a terminal)")
     runtime.add_argument("--trust_checkpoints", action="store_true",
@@ -64,8 +69,10 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float) -> None:
 
 def add_resume_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("resume")
-    group.add_argument("--resume", action="store_true", help="resume from --checkpoint")
-    group.add_argument("--checkpoint", type=str, default=None, metavar="FILE", help="checkpoint file")
+    group.add_argument("--resume", action="store_true",
+                       help="resume from --checkpoint, or without it from the newest checkpoint in --save_dir")
+    group.add_argument("--checkpoint", type=str, default=None, metavar="FILE",
+                       help="checkpoint file to resume from (default: the newest in --save_dir)")
 
 
 def add_pruning_args(parser: argparse.ArgumentParser, prune_types: List[str],
@@ -99,6 +106,14 @@ def add_prac_args(parser: argparse.ArgumentParser) -> None:
                        help="forgetting-event threshold for zero_out (default: 0)")
     group.add_argument("--data_rate", type=float, default=0.2, metavar="R",
                        help="data pruning rate per round for constent (default: 0.2)")
+    group.add_argument("--select", type=str, default="prac", choices=tuple(SELECTION_RULES),
+                       help="which examples the next round trains on: prac (the paper's set: forgetting "
+                            "part + pruning-aware part), forgetting or pruning_aware (either part alone), "
+                            "random or el2n (a random subset / the highest EL2N scores, of the size the PrAC "
+                            "set would have had) (default: prac)")
+    group.add_argument("--score_epochs", type=int, default=10, metavar="N",
+                       help="el2n: average the scores over the round's first N epochs, or all if fewer "
+                            "(default: 10)")
 
 
 def add_retrain_args(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +165,8 @@ class Config:
     data_prune: str = "zero_out"
     threshold: int = 0
     data_rate: float = 0.2
+    select: str = "prac"
+    score_epochs: int = 10
     save_model: bool = False
     init_dir: Optional[str] = None
     mask_dir: Optional[str] = None
@@ -198,7 +215,8 @@ def validate(config: Config) -> None:
                         "weights pruned per round, e.g. 0.2")
     if not 0.0 <= config.data_rate < 1.0:
         raise UserError(f"--data_rate {config.data_rate} is outside [0, 1)")
-    for name in ("batch_size", "epochs", "pruning_times", "queue_length", "eval_batch_size", "print_freq"):
+    for name in ("batch_size", "epochs", "pruning_times", "queue_length", "eval_batch_size", "print_freq",
+                 "score_epochs"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
     for name in ("warmup", "rewind_epoch"):
@@ -208,8 +226,8 @@ def validate(config: Config) -> None:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if config.eb_eps <= 0:
         raise UserError(f"--eb_eps must be positive, got {config.eb_eps}")
-    if config.resume and not config.checkpoint:
-        raise UserError("--resume needs --checkpoint FILE (e.g. SAVE_DIR/3checkpoint.pth.tar)")
+    if config.select not in SELECTION_RULES:
+        raise UserError(f"unknown --select {config.select!r}; choose one of {', '.join(SELECTION_RULES)}")
     if config.prune_type == "rewind_lt" and config.rewind_epoch >= config.epochs:
         raise UserError(f"--rewind_epoch {config.rewind_epoch} needs more than {config.epochs} "
                         "--epochs for rewind_lt: the rewind point is after epoch index rewind_epoch")

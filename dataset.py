@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from utils import LOG, UserError
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+SHIPPED_SPLIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "npy_files")
 VALIDATION_FRACTION_DENOMINATOR = 10  # the last 1/10 of the split file validates
 
 
@@ -106,6 +107,21 @@ def load_split(split_file: Optional[str], train_size: int, dataset: str) -> np.n
     return split.astype(np.int64)
 
 
+def shipped_split(name: str, train_size: int) -> np.ndarray:
+    """Without --split_file: the data set's split file in npy_files/, as the published loaders
+    fall back to it (tiny-imagenet's train set is stored by class, so an identity order would
+    validate on the last classes and never train them); identity order when none fits."""
+    path = os.path.join(SHIPPED_SPLIT_DIR, f"{name}-train-val.npy")
+    if os.path.exists(path):
+        split = np.load(path, allow_pickle=False)
+        if split.shape == (train_size,):
+            LOG.info(f"split: {path} (no --split_file given)")
+            return load_split(path, train_size, name)
+        LOG.info(f"split: identity order; the shipped {path} has {split.shape[0]} entries but this "
+                 f"{name} train set has {train_size} images")
+    return identity_split(train_size)
+
+
 # ----------------------------------------------------------------------------- loading
 def load_data(name: str, root: str, split_file: Optional[str] = None, download: bool = True) -> Data:
     """Reads ``name`` from ``root`` in its published layout (downloading when absent and
@@ -115,7 +131,7 @@ def load_data(name: str, root: str, split_file: Optional[str] = None, download: 
     loaders: dict = {"cifar10": load_cifar10, "cifar100": load_cifar100,
                      "tiny-imagenet": load_tiny_imagenet, "fashionmnist": load_fashion_mnist}
     train, test = loaders[name](root, download)
-    split = load_split(split_file, len(train), name)
+    split = load_split(split_file, len(train), name) if split_file else shipped_split(name, len(train))
     return Data(name, DATASETS[name], train, test, split, train_number_for(len(train)))
 
 

@@ -9,7 +9,7 @@ from utils import UserError, run_cli
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="PrAC ticket finding")
-    add_common_args(parser, lr_default=0.1)
+    add_common_args(parser, lr_default=0.1, split_file_required=True)
     add_resume_args(parser)
     add_pruning_args(parser, prune_types=["lt", "rewind_lt"], random_prune=False)
     add_prac_args(parser)

@@ -4,7 +4,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ from tqdm import tqdm
 
 from dataset import ImageSet, random_crop_flip, to_model_input
 from utils import LOG
+
+# (dataset indices of the batch, its logits, its targets), called after each training step
+BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,13 @@ def show_progress(requested: bool) -> bool:
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: ImageSet,
                 indices: torch.Tensor, generator: torch.Generator, settings: LoopSettings, *,
                 epoch: int = 0, crop_padding: int = 4, warmup_epochs: int = 0, base_lr: float = 0.0,
-                records: Optional[torch.Tensor] = None, description: str = "") -> EpochStats:
+                on_batch: Optional[BatchHook] = None, description: str = "") -> EpochStats:
     """Trains one epoch over ``indices`` (dataset indices, on the data's device) in a
     random order drawn from ``generator``.
 
-    If ``records`` (int8, one entry per dataset example) is given, each trained example's
-    entry is set to 1 if that step's own forward pass predicted it correctly, else 0: one
-    vectorised write per batch.
+    ``on_batch(batch_indices, logits, targets)`` is called after every step with that step's
+    own (detached) logits, so per-example statistics are recorded from the very forward
+    pass that trained on the example; it must not sync with the host.
     """
     model.train()
     start = time.time()
@@ -96,18 +99,20 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: I
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        logits = logits.detach()
         correct = logits.argmax(dim=1) == targets
-        if records is not None:
-            records[batch] = correct.to(torch.int8)
+        if on_batch is not None:
+            on_batch(batch, logits, targets)
         loss_sum += loss.detach().float() * batch.numel()
         correct_sum += correct.sum()
-        if step % settings.print_freq == 0 or step == steps - 1:
+        log_line = step % settings.print_freq == 0 and settings.print_freq < steps
+        if log_line or step == steps - 1:
             # The only host syncs of the loop: at --print_freq, for the log and the bar.
             seen = min((step + 1) * settings.batch_size, count)
             running_acc = 100.0 * correct_sum.item() / seen
             running_loss = loss_sum.item() / seen
             bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.2f}")
-            if step % settings.print_freq == 0:
+            if log_line:
                 LOG.info(f"Epoch [{epoch}][{step}/{steps}] loss {running_loss:.4f} acc {running_acc:.3f} "
                           f"time {time.time() - start:.2f}")
         bar.update(1)

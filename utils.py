@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -106,10 +107,12 @@ def make_generator(device: torch.device, base_seed: int, *keys: int) -> torch.Ge
 
 
 # Stream tags for derived seeds, so two uses never share a stream.
-STREAM_INIT, STREAM_TRAIN, STREAM_RANDOM_PRUNE = 1, 2, 3
+STREAM_INIT, STREAM_TRAIN, STREAM_RANDOM_PRUNE, STREAM_SELECT = 1, 2, 3, 4
 
 
 # ----------------------------------------------------------------------------- file names
+CHECKPOINT_NAME = re.compile(r"^(\d*)checkpoint\.pth\.tar$")
+
 @dataclass(frozen=True)
 class RunPaths:
     """Every file a run writes, named as the published scripts name them."""
@@ -136,6 +139,21 @@ class RunPaths:
 
     def prac_set(self, state: int) -> str:
         return self._join(f"{state}prac_set.npy")
+
+    def newest_checkpoint(self) -> Optional[str]:
+        """The checkpoint a resume continues from: the highest round's ``{k}checkpoint.pth.tar``
+        (main_train.py's plain ``checkpoint.pth.tar``), or None when there is none."""
+        if not os.path.isdir(self.save_dir):
+            return None
+        rounds = []
+        for name in os.listdir(self.save_dir):
+            match = CHECKPOINT_NAME.match(name)
+            if match:
+                rounds.append(int(match.group(1)) if match.group(1) else -1)
+        if not rounds:
+            return None
+        newest = max(rounds)
+        return self.checkpoint(None if newest < 0 else newest)
 
     @property
     def epochs_csv(self) -> str:
@@ -235,7 +253,7 @@ EPOCH_FIELDS = ["round", "epoch", "lr", "train_acc", "val_acc", "test_acc", "rem
 ROUND_FIELDS = ["round", "remaining_weights", "train_examples", "forgetting_part",
                 "pruning_aware_part", "epochs_planned", "epochs_run", "eb_stop_epoch", "steps",
                 "examples_seen", "cumulative_steps", "best_val_acc", "test_acc_at_best_val",
-                "seconds"]
+                "seconds", "select_rule"]
 
 
 class ResultTable:
@@ -293,10 +311,12 @@ def code_version() -> str:
         return "unknown"
 
 
-def save_run_info(path: str, script: str, config: Mapping[str, Any], device: str) -> None:
-    """Saves what produced a run: script, arguments, working folder, code and torch versions."""
+def save_run_info(path: str, script: str, config: Mapping[str, Any], device: str,
+                  extra: Optional[Mapping[str, Any]] = None) -> None:
+    """Saves what produced a run: script, arguments, working folder, code and torch versions
+    (and ``extra``, e.g. where a retrained ticket came from)."""
     info = {"script": script, "arguments": dict(config), "cwd": os.getcwd(), "code_version": code_version(),
-            "torch": torch.__version__, "device": device, "command": " ".join(sys.argv)}
+            "torch": torch.__version__, "device": device, "command": " ".join(sys.argv), **(extra or {})}
     atomic_write(path, lambda handle: json.dump(info, handle, indent=2, default=str), mode="w")
 
 
@@ -307,7 +327,7 @@ def plot_curves(result: Mapping[str, Sequence[float]], path: str, title: str = "
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("train", "train"), ("ta", "validation"), ("test_ta", "test")):
+    for key, label in (("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test")):
         values = list(result.get(key, []))
         ax.plot(range(1, len(values) + 1), values, marker="o" if len(values) < 20 else None, label=label)
     ax.set_xlabel("epoch")

@@ -507,12 +507,12 @@ def path_c_ours_train(bench: Bench, precision: str, channels_last: bool) -> Work
     runnable = forward_model(bench, model)
     settings = loop_settings(bench, precision, channels_last)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    records = torch.full((config.n,), -1, dtype=torch.int8, device=device)
+    statistics = prac.RoundStatistics.empty(1, config.n, device)
 
     def run(count: int) -> int:
         indices = trial_indices(bench, count, generator)
         stats = train_epoch(runnable, optimizer, bench.train, indices, generator, settings,
-                            crop_padding=CROP_PADDING, records=records)
+                            crop_padding=CROP_PADDING, on_batch=statistics.batch_hook(0))
         return stats.examples
 
     total = config.images_per_trial
@@ -581,17 +581,19 @@ def records_write_published(bench: Bench) -> Workload:
 
 
 def records_write_ours(bench: Bench) -> Workload:
-    """Our record write of one epoch over ``--n`` examples: one indexed write per batch into
-    the int8 records row on the device, as in ``train_epoch``."""
+    """Our record write of one epoch over ``--n`` examples: the batch hook of
+    ``prac.CorrectnessRecorder`` (one indexed write per batch into the int8 records on the
+    device), as ``train_epoch`` calls it."""
     config, device = bench.config, bench.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     batches = epoch_batches(config.n, config.batch_size, generator, device)
-    hits = random_hits(batches, generator)
-    records = torch.full((config.n,), -1, dtype=torch.int8, device=device)
+    logits = [torch.randn(b.numel(), 10, generator=generator, device=device) for b in batches]
+    targets = [torch.randint(0, 10, (b.numel(),), generator=generator, device=device) for b in batches]
+    hook = prac.RoundStatistics.empty(1, config.n, device).batch_hook(0)
 
     def run() -> int:
-        for batch, correct in zip(batches, hits):
-            records[batch] = correct.to(torch.int8)
+        for batch, batch_logits, batch_targets in zip(batches, logits, targets):
+            hook(batch, batch_logits, batch_targets)
         return config.n
 
     return Workload(trial=run, warmup=run)

@@ -94,7 +94,6 @@ def test_validate_accepts_rewind_point_inside_training() -> None:
     {"queue_length": 0},
     {"rewind_epoch": -1},
     {"warmup": -1},
-    {"resume": True},                        # without --checkpoint
     {"split_file": "/nonexistent/split.npy"},
     {"init_dir": "/nonexistent/ckpt.pth.tar"},
     {"mask_dir": "/nonexistent/ckpt.pth.tar"},

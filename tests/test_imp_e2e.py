@@ -73,19 +73,19 @@ def imp_run(request: Any, cifar10_dir: str, tmp_path_factory: pytest.TempPathFac
     save_dir = str(root / "run")
     boundary_dir = root / "boundary"
     boundary_dir.mkdir()
-    original_save = runners.Session.save
+    original_save = runners.save_run
 
     def spying_save(self: Any, model: Any, optimizer: Any, scheduler: Any, run: Any, is_best: bool = False) -> None:
         original_save(self, model, optimizer, scheduler, run, is_best=is_best)
         if run.epoch == 0:
-            shutil.copy(self.paths.checkpoint(run.state), boundary_dir / f"{run.state}checkpoint.pth.tar")
+            shutil.copy(self.paths.checkpoint(run.round), boundary_dir / f"{run.round}checkpoint.pth.tar")
 
     argv = tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), "--pruning_times", str(ROUNDS),
                      "--decreasing_lr", ",".join(map(str, MILESTONES)), "--rewind_epoch", str(rewind_epoch),
                      *extra)
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        patch.setattr(runners.Session, "save", spying_save)
+        patch.setattr(runners, "save_run", spying_save)
         main_imp.main(argv)
     return {"name": name, "save_dir": save_dir, "boundary": str(boundary_dir), "rewind_epoch": rewind_epoch,
             "warnings": [str(w.message) for w in caught]}

@@ -41,19 +41,19 @@ def run_with_snapshots(main: Callable[[Sequence[str]], None], argv: Sequence[str
     copies the whole save_dir to ``side/<round>_<epoch>``."""
     wanted = set(points)
     snapshots: Dict[Point, str] = {}
-    original = runners.Session.save
+    original = runners.save_run
 
     def snapshotting_save(self: Any, model: Any, optimizer: Any, scheduler: Any, run: Any,
                           is_best: bool = False) -> None:
         original(self, model, optimizer, scheduler, run, is_best=is_best)
-        point = (run.state, run.epoch)
+        point = (run.round, run.epoch)
         if point in wanted and point not in snapshots:
             target = os.path.join(side, f"{point[0]}_{point[1]}")
             shutil.copytree(save_dir, target)
             snapshots[point] = target
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runners.Session, "save", snapshotting_save)
+        patch.setattr(runners, "save_run", snapshotting_save)
         main(argv)
     assert set(snapshots) == wanted, f"never saved: {wanted - set(snapshots)}"
     return snapshots

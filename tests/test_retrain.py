@@ -75,13 +75,13 @@ def retrain(cifar10_dir: str, save_dir: str, init_dir: str, mask_dir: str,
             monkeypatch: pytest.MonkeyPatch) -> Dict[str, torch.Tensor]:
     """Runs main_train.py in-process; returns the model's state just before training."""
     captured: Dict[str, Dict[str, torch.Tensor]] = {}
-    original = runners.Session.train_round
+    original = runners.train_round
 
     def spying_train_round(self: Any, model: nn.Module, *args: Any, **kwargs: Any) -> None:
         captured.setdefault("start", {k: v.detach().clone() for k, v in model.state_dict().items()})
         return original(self, model, *args, **kwargs)
 
-    monkeypatch.setattr(runners.Session, "train_round", spying_train_round)
+    monkeypatch.setattr(runners, "train_round", spying_train_round)
     main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), "--init_dir", init_dir,
                               "--mask_dir", mask_dir))
     return captured["start"]
