@@ -2,7 +2,8 @@
 published format, from a plain rewind-weight file and from the final ticket (SPEC §5, §6)."""
 import csv
 import os
-from typing import Any, Dict, List
+import json
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def retrain(cifar10_dir: str, save_dir: str, init_dir: str, mask_dir: str,
+def retrain(cifar10_dir: str, save_dir: str, init_dir: Optional[str], mask_dir: Optional[str],
             monkeypatch: pytest.MonkeyPatch) -> Dict[str, torch.Tensor]:
     """Runs main_train.py in-process; returns the model's state just before training."""
     captured: Dict[str, Dict[str, torch.Tensor]] = {}
@@ -82,8 +83,8 @@ def retrain(cifar10_dir: str, save_dir: str, init_dir: str, mask_dir: str,
         return original(self, model, *args, **kwargs)
 
     monkeypatch.setattr(runners, "train_round", spying_train_round)
-    main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), "--init_dir", init_dir,
-                              "--mask_dir", mask_dir))
+    ticket = [*(["--init_dir", init_dir] if init_dir else []), *(["--mask_dir", mask_dir] if mask_dir else [])]
+    main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), *ticket))
     return captured["start"]
 
 
@@ -104,7 +105,8 @@ def check_retrain_outputs(save_dir: str, expected_remaining: float) -> None:
     assert all(len(checkpoint["result"][k]) == EPOCHS for k in ("train", "ta", "test_ta"))
     model = build_model("res20s", 10)
     mask = pruner.extract_mask(checkpoint["state_dict"])
-    pruner.apply_mask(model, mask)
+    if mask:
+        pruner.apply_mask(model, mask)
     model.load_state_dict(checkpoint["state_dict"])
     assert pruner.remaining_weights(model) == pytest.approx(expected_remaining, abs=0.01)
     rounds = read_csv(os.path.join(save_dir, "rounds.csv"))
@@ -166,3 +168,57 @@ def test_retrain_final_ticket(cifar10_dir: str, imp_dir: str, tmp_path: Any, mon
     start = retrain(cifar10_dir, str(tmp_path / "retrain"), ticket_path, ticket_path, monkeypatch)
     check_start(start, ticket["init_weight"], mask)
     check_retrain_outputs(str(tmp_path / "retrain"), 64.0)
+
+
+def seeded_init(seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The weights a seeded run initialises res20s with (tiny_args passes --seed 0)."""
+    torch.manual_seed(seed)
+    return build_model("res20s", 10).state_dict()
+
+
+def test_mask_alone_retrains_the_mask_from_a_fresh_initialisation(cifar10_dir: str, imp_dir: str, tmp_path: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lottery-ticket random re-initialisation control: same mask, fresh seeded weights."""
+    source = os.path.join(imp_dir, "1checkpoint.pth.tar")
+    save_dir = str(tmp_path / "reinit")
+    start = retrain(cifar10_dir, save_dir, None, source, monkeypatch)
+    ticket = load_checkpoint(source)
+    mask = pruner.extract_mask(ticket["state_dict"])
+    fresh = seeded_init(0)
+    check_start(start, fresh, mask)
+    rewind = pruner.dense_state_dict(ticket["init_weight"])
+    conv = next(k for k in rewind if k.endswith("conv1.weight"))
+    assert not torch.equal(pruner.dense_state_dict(start)[conv], rewind[conv])
+    check_retrain_outputs(save_dir, 80.0)
+    with open(os.path.join(save_dir, "args.json")) as handle:
+        record = json.load(handle)["ticket"]
+    assert record["reinit"] is True and record["source_round"] == 1 and record["init_dir"] is None
+    assert record["source_run"] == os.path.abspath(imp_dir)
+
+
+def test_init_alone_trains_those_weights_dense_and_neither_trains_the_dense_network(
+        cifar10_dir: str, imp_dir: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    init_file = os.path.join(imp_dir, "epoch_1_rewind_weight.pt")
+    start = retrain(cifar10_dir, str(tmp_path / "init_only"), init_file, None, monkeypatch)
+    assert not pruner.extract_mask(start)
+    init = load_checkpoint(init_file)
+    assert all(torch.equal(start[k], init[k]) for k in init)
+    check_retrain_outputs(str(tmp_path / "init_only"), 100.0)
+    start = retrain(cifar10_dir, str(tmp_path / "dense"), None, None, monkeypatch)
+    fresh = seeded_init(0)
+    assert not pruner.extract_mask(start) and all(torch.equal(start[k], fresh[k]) for k in fresh)
+    check_retrain_outputs(str(tmp_path / "dense"), 100.0)
+
+
+def test_result_holds_remain_weight_and_args_the_ticket_source(cifar10_dir: str, imp_dir: str, tmp_path: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    ticket_path = os.path.join(imp_dir, "final_ticket.pth.tar")
+    save_dir = str(tmp_path / "retrain")
+    retrain(cifar10_dir, save_dir, ticket_path, ticket_path, monkeypatch)
+    result = load_checkpoint(os.path.join(save_dir, "checkpoint.pth.tar"))["result"]
+    assert result["remain_weight"] == pytest.approx(64.0, abs=0.01)
+    with open(os.path.join(save_dir, "args.json")) as handle:
+        info = json.load(handle)
+    assert info["script"] == "main_train.py"
+    assert info["ticket"] == {"init_dir": os.path.abspath(ticket_path), "mask_dir": os.path.abspath(ticket_path),
+                              "source_run": os.path.abspath(imp_dir), "source_round": 2, "reinit": False}
