@@ -13,7 +13,7 @@ import torch
 
 import pruner
 from prac import RoundSchedule, RoundStatistics
-from utils import UserError
+from utils import require_keys
 
 FORMAT = "prac-lth-open/2"
 StateDict = Dict[str, torch.Tensor]
@@ -119,12 +119,7 @@ def decode(checkpoint: Any, path: str, fallback_seed: int, full_schedule: RoundS
     ``full_schedule`` stands in for a published checkpoint's schedule, which it does not
     hold; the caller corrects it where the run's set determines it.
     """
-    if not isinstance(checkpoint, dict):
-        raise UserError(f"checkpoint {path} is not a checkpoint dictionary")
-    missing = [k for k in PUBLISHED_KEYS if k not in checkpoint]
-    if missing:
-        raise UserError(f"checkpoint {path} lacks the entries {', '.join(missing)}; "
-                        "is it a checkpoint of these scripts?")
+    require_keys(checkpoint, PUBLISHED_KEYS, path, "checkpoint")
     saved = checkpoint.get("schedule")
     schedule = (RoundSchedule(int(saved["epochs"]), [int(m) for m in saved["milestones"]], int(saved["warmup"]))
                 if saved else full_schedule)
@@ -147,9 +142,7 @@ def decode(checkpoint: Any, path: str, fallback_seed: int, full_schedule: RoundS
         set_parts={k: int(v) for k, v in dict(checkpoint.get("set_parts") or {}).items() if v is not None})
     is_prac = "prediction" in checkpoint
     if is_prac:
-        missing = [k for k in PRAC_KEYS if k not in checkpoint]
-        if missing:
-            raise UserError(f"checkpoint {path} lacks the PrAC entries {', '.join(missing)}")
+        require_keys(checkpoint, PRAC_KEYS, path, "PrAC checkpoint")
     return Decoded(
         run=run, model_state=checkpoint["state_dict"], optimizer_state=checkpoint["optimizer"],
         scheduler_state=checkpoint["scheduler"], schedule_saved=bool(saved),
