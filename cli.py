@@ -2,22 +2,24 @@
 typed configuration the scripts hand to the library (nothing below reads ``args``)."""
 import argparse
 import os
+import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-from dataset import DATASETS
+from dataset import DATASETS, DEFAULT_DATA_DIR
 from models import ARCHITECTURES
 from prac import SELECTION_RULES
-from utils import UserError
+from utils import UserError, file_digest
 
 DATASET_NAMES = tuple(DATASETS)
 ARCH_NAMES = tuple(ARCHITECTURES)
+DEFAULT_DECREASING_LR = "91,136"  # the published milestones, made for the default 182 epochs
 
 
 def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_file_required: bool = False) -> None:
     """Flags of all three scripts (published names and defaults) plus device and output."""
     general = parser.add_argument_group("general")
-    general.add_argument("--data", type=str, default="../data", metavar="DIR",
+    general.add_argument("--data", type=str, default=DEFAULT_DATA_DIR, metavar="DIR",
                          help="location of the data set (default: %(default)s)")
     general.add_argument("--dataset", type=str, default="cifar10", metavar="NAME",
                          help=f"one of {', '.join(DATASET_NAMES)} (default: %(default)s)")
@@ -47,7 +49,7 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
                           help="linear learning-rate warm-up epochs (default: 0)")
     training.add_argument("--print_freq", type=int, default=50, metavar="N",
                           help="log every N steps (default: 50)")
-    training.add_argument("--decreasing_lr", type=str, default="91,136", metavar="E1,E2",
+    training.add_argument("--decreasing_lr", type=str, default=DEFAULT_DECREASING_LR, metavar="E1,E2",
                           help="epochs at which the learning rate is multiplied by 0.1 (default: 91,136)")
 
     runtime = parser.add_argument_group("runtime (new in this implementation)")
@@ -130,7 +132,7 @@ def add_retrain_args(parser: argparse.ArgumentParser) -> None:
 class Config:
     """Everything a run needs, validated; saved next to its results."""
 
-    data: str = "../data"
+    data: str = DEFAULT_DATA_DIR
     dataset: str = "cifar10"
     arch: str = "res20s"
     split_file: Optional[str] = None
@@ -196,11 +198,30 @@ def parse_milestones(text: str) -> List[int]:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Validates the parsed flags and returns a Config; bad values raise one-line UserErrors."""
     values = vars(args).copy()
-    values["decreasing_lr"] = parse_milestones(values.get("decreasing_lr", "91,136"))
+    milestones_text = values.get("decreasing_lr", DEFAULT_DECREASING_LR)
+    values["decreasing_lr"] = parse_milestones(milestones_text)
     known = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in values.items() if k in known})
     validate(config)
+    for warning in config_warnings(config, milestones_given=milestones_text != DEFAULT_DECREASING_LR):
+        print(f"warning: {warning}", file=sys.stderr)
     return config
+
+
+def config_warnings(config: Config, milestones_given: bool = True) -> List[str]:
+    """Settings that are legal (the published scripts accept them) but probably not meant;
+    each is one line, and the run goes on.
+
+    Milestones beyond ``--epochs`` are reported when the user gave them
+    (``milestones_given``): the default ones belong to the default 182 epochs, and a run
+    that only shortens --epochs (a quick test) is not warned about them.
+    """
+    warnings = []
+    late = [m for m in config.decreasing_lr if m >= config.epochs]
+    if late and milestones_given:
+        warnings.append(f"--decreasing_lr milestone(s) {','.join(map(str, late))} are at or beyond "
+                        f"--epochs {config.epochs}, so those learning-rate drops never happen")
+    return warnings
 
 
 def validate(config: Config) -> None:
@@ -219,9 +240,12 @@ def validate(config: Config) -> None:
                  "score_epochs"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
-    for name in ("warmup", "rewind_epoch"):
+    for name in ("warmup", "rewind_epoch", "threshold"):
         if getattr(config, name) < 0:
             raise UserError(f"--{name} must not be negative, got {getattr(config, name)}")
+    if config.warmup > config.epochs:
+        raise UserError(f"--warmup {config.warmup} is longer than --epochs {config.epochs}: the learning "
+                        "rate would never reach --lr")
     if config.lr <= 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if config.eb_eps <= 0:
@@ -235,3 +259,84 @@ def validate(config: Config) -> None:
         path = getattr(config, name)
         if path and (name != "checkpoint" or config.resume) and not os.path.isfile(path):
             raise UserError(f"--{name} {path} does not exist")
+
+
+# ----------------------------------------------------------------------------- resuming
+# Flags that change what a run computes: resuming with another value would continue a
+# different experiment. pruning_times is not here (a resume may extend the rounds), nor
+# are flags of speed and output (device, eval_batch_size, print_freq, ...).
+RESUME_CHECKED = ("dataset", "arch", "split_file", "batch_size", "lr", "momentum", "weight_decay", "epochs",
+                  "decreasing_lr", "warmup", "rate", "prune_type", "random_prune", "rewind_epoch", "eb_eps",
+                  "queue_length", "data_prune", "threshold", "data_rate", "train_subset", "select",
+                  "score_epochs", "precision")
+# Files compared by content: the same split in another folder is the same split.
+DIGESTED = ("split_file", "train_subset")
+
+
+def digest_key(name: str) -> str:
+    return f"{name}_sha256"
+
+
+def run_identity(config: Config) -> Dict[str, Any]:
+    """What a checkpoint should record to let a resume be checked: the whole config plus the
+    sha256 of each input file in DIGESTED (``split_file_sha256``, ...)."""
+    identity = config.to_dict()
+    for name in DIGESTED:
+        path = getattr(config, name, None)
+        identity[digest_key(name)] = file_digest(path) if path else None
+    return identity
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def _same(saved: Any, now: Any) -> bool:
+    if isinstance(saved, (list, tuple)) or isinstance(now, (list, tuple)):
+        return list(saved or []) == list(now or [])
+    if isinstance(saved, (int, float)) and isinstance(now, (int, float)) and not isinstance(saved, bool):
+        return float(saved) == float(now)
+    return saved == now
+
+
+def resume_mismatches(saved_config: Mapping[str, Any], config: Config, saved_script: Optional[str],
+                      script: str) -> List[str]:
+    """The settings in which a checkpoint's run differs from this one, one string each
+    (e.g. "--arch: checkpoint res20s, now res56s"); empty when the resume may go on.
+
+    ``saved_config`` is what the checkpoint recorded (best: :func:`run_identity`); settings
+    it does not hold are skipped, so published checkpoints (which hold none) pass. Input
+    files are compared by their sha256 when the checkpoint holds one, else by path.
+    """
+    mismatches = []
+    if saved_script and os.path.basename(saved_script) != os.path.basename(script):
+        mismatches.append(f"script: checkpoint written by {os.path.basename(saved_script)}, "
+                          f"now {os.path.basename(script)}")
+    for name in RESUME_CHECKED:
+        if name not in saved_config or not hasattr(config, name):
+            continue
+        saved, now = saved_config[name], getattr(config, name)
+        if name in DIGESTED and saved_config.get(digest_key(name)) is not None:
+            saved_digest = saved_config[digest_key(name)]
+            if not now:
+                mismatches.append(f"--{name}: checkpoint {_shown(saved)} ({_short(saved_digest)}), now none")
+                continue
+            try:
+                now_digest = file_digest(now)
+            except UserError:
+                now_digest = None
+            if now_digest != saved_digest:
+                mismatches.append(f"--{name}: checkpoint {_shown(saved)} ({_short(saved_digest)}), now {now} "
+                                  f"({_short(now_digest) if now_digest else 'unreadable'})")
+            continue
+        if not _same(saved, now):
+            mismatches.append(f"--{name}: checkpoint {_shown(saved)}, now {_shown(now)}")
+    return mismatches
+
+
+def _short(digest: str) -> str:
+    return digest[:len("sha256:") + 12]

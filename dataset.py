@@ -10,7 +10,7 @@ import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from utils import LOG, UserError
 
+DEFAULT_DATA_DIR = "../data"  # the published --data default
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 SHIPPED_SPLIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "npy_files")
 VALIDATION_FRACTION_DENOMINATOR = 10  # the last 1/10 of the split file validates
@@ -62,6 +63,7 @@ class Data:
     test: ImageSet
     split: np.ndarray
     train_number: int
+    source: str = ""  # the folder the images were actually read from
 
     @property
     def train_indices(self) -> np.ndarray:
@@ -73,7 +75,7 @@ class Data:
 
     def to(self, device: torch.device) -> "Data":
         return Data(self.name, self.info, self.train.to(device), self.test.to(device),
-                    self.split, self.train_number)
+                    self.split, self.train_number, self.source)
 
 
 def train_number_for(train_size: int) -> int:
@@ -86,14 +88,26 @@ def identity_split(train_size: int) -> np.ndarray:
     return np.arange(train_size, dtype=np.int64)
 
 
+def load_npy(path: str, what: str) -> np.ndarray:
+    """``np.load`` without pickle: an object array (which would run code to load) is refused
+    with its own message."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise UserError(f"{what} {path} holds Python objects (an object array), which are refused "
+                            "because loading them can run code; save a plain integer array, e.g. "
+                            "np.save(path, indices.astype(np.int64))") from None
+        raise UserError(f"{what} {path} is not a readable .npy array ({error})") from None
+    except OSError as error:
+        raise UserError(f"{what} {path} is not a readable .npy array ({error})") from None
+
+
 def load_split(split_file: Optional[str], train_size: int, dataset: str) -> np.ndarray:
     """Loads and checks a split file: a permutation of ``range(train_size)``."""
     if split_file is None:
         return identity_split(train_size)
-    try:
-        split = np.load(split_file, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise UserError(f"--split_file {split_file} is not a readable .npy array ({error})") from None
+    split = load_npy(split_file, "--split_file")
     if split.ndim != 1 or not np.issubdtype(split.dtype, np.integer):
         raise UserError(f"--split_file {split_file} must be a 1-D integer array, "
                         f"got shape {split.shape} of {split.dtype}")
@@ -128,11 +142,25 @@ def load_data(name: str, root: str, split_file: Optional[str] = None, download: 
     possible) and applies the split file."""
     if name not in DATASETS:
         raise UserError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    loaders: dict = {"cifar10": load_cifar10, "cifar100": load_cifar100,
-                     "tiny-imagenet": load_tiny_imagenet, "fashionmnist": load_fashion_mnist}
-    train, test = loaders[name](root, download)
+    loaders: Dict[str, Callable[[str, bool], Tuple[ImageSet, ImageSet, str]]] = {
+        "cifar10": _read_cifar10, "cifar100": _read_cifar100,
+        "tiny-imagenet": _read_tiny_imagenet, "fashionmnist": _read_fashion_mnist}
+    train, test, source = loaders[name](root, download)
+    for part, images in (("train", train), ("test", test)):
+        check_labels(images.labels, DATASETS[name].num_classes, f"{name} {part} set in {source}")
     split = load_split(split_file, len(train), name) if split_file else shipped_split(name, len(train))
-    return Data(name, DATASETS[name], train, test, split, train_number_for(len(train)))
+    return Data(name, DATASETS[name], train, test, split, train_number_for(len(train)), source)
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
+    """Refuses labels outside ``0..num_classes-1`` (they would fail mid-training)."""
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        outside = int(((labels < 0) | (labels >= num_classes)).sum())
+        raise UserError(f"the {what} has labels outside 0..{num_classes - 1} ({outside} of {labels.numel()}, "
+                        f"from {low} to {high}); is it this data set, unmodified?")
 
 
 def _download_with_torchvision(name: str, root: str) -> None:
@@ -161,12 +189,64 @@ def _find_dir(root: str, folder: str, marker: str) -> Optional[str]:
     return None
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a class or function that CIFAR data never needs."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.module, self.name = module, name
+
+
+_LATIN1_NAMES = ("latin1", "latin_1", "iso8859_1", "iso_8859_1", "l1")
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes, limited to latin-1."""
+    if str(encoding).lower().replace("-", "_") not in _LATIN1_NAMES or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"bytes encoded as {encoding!r}, not latin-1")
+    return text.encode("latin1")
+
+
+def _cifar_pickle_globals() -> Dict[Tuple[str, str], Any]:
+    """Everything a CIFAR batch file may name: numpy's array and dtype reconstruction (under
+    the module names numpy 1 and numpy 2 write) and the latin-1 bytes of protocol 2."""
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 / numpy 1
+    allowed: Dict[Tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                           ("_codecs", "encode"): _latin1_encode}
+    for module in ("numpy.core", "numpy._core"):
+        allowed[(f"{module}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+        allowed[(f"{module}.multiarray", "scalar")] = core.multiarray.scalar
+        allowed[(f"{module}.numeric", "_frombuffer")] = core.numeric._frombuffer
+    return allowed
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads CIFAR's pickled batches without executing code: dicts, lists, strings, bytes and
+    numbers need no globals, and the only globals admitted rebuild numpy arrays. Anything
+    else (``os.system``, a class) raises RefusedGlobal before it is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _cifar_pickle_globals().get((module, name))
+        if allowed is None:
+            raise RefusedGlobal(module, name)
+        return allowed
+
+
 def _unpickle(path: str) -> dict:
     try:
         with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise UserError(f"{path} is not a readable CIFAR batch ({error})") from None
+            entry = CifarUnpickler(handle, encoding="latin1").load()
+    except RefusedGlobal as refused:
+        raise UserError(f"{path} carries code or objects ({refused.module}.{refused.name}), not only CIFAR "
+                        "data; refused to load it. Replace it with the file from the published "
+                        "archive") from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
+            AttributeError, UnicodeDecodeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} is not a readable CIFAR batch ({reason[:160]})") from None
+    if not isinstance(entry, dict):
+        raise UserError(f"{path} is not a CIFAR batch: it holds a {type(entry).__name__}, not a dict")
+    return entry
 
 
 def _cifar_images(entries: Sequence[dict], label_key: str, path: str) -> ImageSet:
@@ -179,7 +259,7 @@ def _cifar_images(entries: Sequence[dict], label_key: str, path: str) -> ImageSe
 
 
 def _load_cifar(root: str, download: bool, name: str, folder: str, train_files: List[str],
-                test_file: str, label_key: str) -> Tuple[ImageSet, ImageSet]:
+                test_file: str, label_key: str) -> Tuple[ImageSet, ImageSet, str]:
     base = _find_dir(root, folder, test_file)
     if base is None and download:
         _download_with_torchvision(name, root)
@@ -192,16 +272,24 @@ def _load_cifar(root: str, download: bool, name: str, folder: str, train_files: 
         raise UserError(f"{name} in {base} is incomplete: {', '.join(missing)} missing")
     train = _cifar_images([_unpickle(os.path.join(base, f)) for f in train_files], label_key, base)
     test = _cifar_images([_unpickle(os.path.join(base, test_file))], label_key, base)
-    return train, test
+    return train, test, base
 
 
-def load_cifar10(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+def _read_cifar10(root: str, download: bool) -> Tuple[ImageSet, ImageSet, str]:
     return _load_cifar(root, download, "cifar10", "cifar-10-batches-py",
                        [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels")
 
 
-def load_cifar100(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+def _read_cifar100(root: str, download: bool) -> Tuple[ImageSet, ImageSet, str]:
     return _load_cifar(root, download, "cifar100", "cifar-100-python", ["train"], "test", "fine_labels")
+
+
+def load_cifar10(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+    return _read_cifar10(root, download)[:2]
+
+
+def load_cifar100(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
+    return _read_cifar100(root, download)[:2]
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -226,29 +314,65 @@ FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "tra
                  "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 
 
-def _find_idx_files(folder: str) -> Optional[dict]:
-    found = {}
+def _idx_files_in(folder: str) -> Tuple[Dict[str, str], List[str]]:
+    """The Fashion-MNIST files found in ``folder`` (each gzipped or not) and the names missing."""
+    found, missing = {}, []
     for key, stem in FASHION_FILES.items():
         for candidate in (stem, stem + ".gz"):
-            if os.path.exists(os.path.join(folder, candidate)):
+            if os.path.isfile(os.path.join(folder, candidate)):
                 found[key] = os.path.join(folder, candidate)
                 break
         else:
-            return None
-    return found
+            missing.append(stem)
+    return found, missing
 
 
-def load_fashion_mnist(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    """Idx files directly in ``root`` (Debian's layout), in torchvision's
-    ``root/FashionMNIST/raw``, else Debian's system copy, else downloaded."""
-    folders = [root, os.path.join(root, "FashionMNIST", "raw"), FASHION_MNIST_SYSTEM_DIR]
-    files = next((f for f in map(_find_idx_files, folders) if f is not None), None)
-    if files is None and download:
+def _find_idx_files(folder: str) -> Optional[dict]:
+    found, missing = _idx_files_in(folder)
+    return None if missing else found
+
+
+def _locate_fashion_mnist(root: str, download: bool, fallback: Optional[bool] = None) -> Tuple[Dict[str, str], str]:
+    """The idx files to read and their folder.
+
+    ``root`` itself (Debian's layout) or ``root/FashionMNIST/raw`` (torchvision's). Debian's
+    system copy and a download stand in only with ``fallback``, which by default holds for
+    the default ``--data`` alone: a folder the user named must hold the data set, so the
+    files read are the files named.
+    """
+    layouts = [root, os.path.join(root, "FashionMNIST", "raw")]
+    for folder in layouts:
+        files = _find_idx_files(folder)
+        if files is not None:
+            return files, folder
+    if fallback is None:
+        fallback = os.path.normpath(root) == os.path.normpath(DEFAULT_DATA_DIR)
+    if not fallback:
+        if not os.path.isdir(root):
+            raise UserError(f"--data {root} does not exist; it should hold the fashionmnist files "
+                            f"{', '.join(FASHION_FILES.values())} (.gz or not)")
+        # name what is missing from the layout that holds most of the files
+        partial = max(layouts, key=lambda folder: len(_idx_files_in(folder)[0]))
+        missing = _idx_files_in(partial)[1]
+        raise UserError(f"--data {root} does not hold fashionmnist: {partial} lacks {', '.join(missing)} "
+                        "(.gz or not)")
+    files = _find_idx_files(FASHION_MNIST_SYSTEM_DIR)
+    if files is not None:
+        LOG.info(f"fashionmnist is not in --data {root}; reading Debian's copy in {FASHION_MNIST_SYSTEM_DIR}")
+        return files, FASHION_MNIST_SYSTEM_DIR
+    if download:
         _download_with_torchvision("fashionmnist", root)
-        files = _find_idx_files(os.path.join(root, "FashionMNIST", "raw"))
-    if files is None:
-        raise UserError(f"fashionmnist not found in {root}: expected {', '.join(FASHION_FILES.values())} "
-                        "(.gz or not); on Debian: apt-get install dataset-fashion-mnist")
+        folder = os.path.join(root, "FashionMNIST", "raw")
+        files = _find_idx_files(folder)
+        if files is not None:
+            return files, folder
+    raise UserError(f"fashionmnist not found in {root}: expected {', '.join(FASHION_FILES.values())} "
+                    "(.gz or not); on Debian: apt-get install dataset-fashion-mnist")
+
+
+def _read_fashion_mnist(root: str, download: bool,
+                        fallback: Optional[bool] = None) -> Tuple[ImageSet, ImageSet, str]:
+    files, folder = _locate_fashion_mnist(root, download, fallback)
     sets = []
     for part in ("train", "test"):
         images = _read_idx(files[f"{part}_images"])
@@ -257,7 +381,15 @@ def load_fashion_mnist(root: str, download: bool = True) -> Tuple[ImageSet, Imag
             raise UserError(f"fashionmnist {part} files disagree: images {images.shape}, labels {labels.shape}")
         sets.append(ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
                              torch.from_numpy(labels.astype(np.int64))))
-    return sets[0], sets[1]
+    return sets[0], sets[1], folder
+
+
+def load_fashion_mnist(root: str, download: bool = True,
+                       fallback: Optional[bool] = None) -> Tuple[ImageSet, ImageSet]:
+    """Idx files directly in ``root`` (Debian's layout) or in torchvision's
+    ``root/FashionMNIST/raw``; with ``fallback`` (default: only when ``root`` is the default
+    ``--data``), else Debian's system copy, else downloaded into ``root``."""
+    return _read_fashion_mnist(root, download, fallback)[:2]
 
 
 def _decode_rgb(paths: Sequence[str], size: int) -> np.ndarray:
@@ -281,6 +413,10 @@ def _decode_rgb(paths: Sequence[str], size: int) -> np.ndarray:
 def load_tiny_imagenet(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
     """tiny-imagenet-200 as distributed: ``train/<wnid>/images/*.JPEG`` and ``val/images``
     with ``val/val_annotations.txt``. Train images are ordered by sorted wnid, then file name."""
+    return _read_tiny_imagenet(root, download)[:2]
+
+
+def _read_tiny_imagenet(root: str, download: bool) -> Tuple[ImageSet, ImageSet, str]:
     base = _find_dir(root, "tiny-imagenet-200", "train")
     if base is None:
         raise UserError(f"tiny-imagenet not found: expected {os.path.join(root, 'tiny-imagenet-200')}/ "
@@ -314,15 +450,12 @@ def load_tiny_imagenet(root: str, download: bool = True) -> Tuple[ImageSet, Imag
     train = ImageSet(torch.from_numpy(_decode_rgb(train_paths, size)), torch.tensor(train_labels, dtype=torch.int64))
     test = ImageSet(torch.from_numpy(_decode_rgb(val_paths, size)),
                     torch.tensor([label for _, label in val_entries], dtype=torch.int64))
-    return train, test
+    return train, test, base
 
 
 def load_index_file(path: str, data: Data, what: str = "--train_subset") -> np.ndarray:
     """Loads a saved set of dataset indices and checks it holds training examples only."""
-    try:
-        indices = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{what} {path} is not a readable .npy array ({error})") from None
+    indices = load_npy(path, what)
     if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or indices.size == 0:
         raise UserError(f"{what} {path} must be a non-empty 1-D integer array of dataset indices")
     allowed = np.zeros(len(data.train), dtype=bool)

@@ -18,16 +18,16 @@ from torch import nn
 import checkpoint as codec
 import pruner
 from checkpoint import RunState, StateDict
-from cli import Config
+from cli import Config, resume_mismatches, run_identity
 from dataset import Data, load_data, load_index_file
 from models import build_model
 from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
                   next_training_set, scaled_schedule)
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, train_epoch
 from utils import (EPOCH_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_PRUNE, STREAM_SELECT, STREAM_TRAIN,
-                   ResultTable, RunPaths, UserError, atomic_write, derived_seed, describe_device, fresh_seed,
-                   load_checkpoint, make_generator, plot_curves, save_checkpoint, save_run_info, select_device,
-                   setup_logging)
+                   ResultTable, RunPaths, UserError, atomic_write, claim_save_dir, derived_seed, describe_device,
+                   fresh_seed, load_checkpoint, make_generator, plot_curves, save_checkpoint, save_run_info,
+                   select_device, setup_logging)
 
 # Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates ~8x faster in batches of 128
 # than of 1000, whose activations fall out of cache; a GPU wants large batches.
@@ -51,6 +51,16 @@ class Session:
         except OSError as error:
             raise UserError(f"--save_dir {config.save_dir} cannot be created ({error})") from None
         self.paths = RunPaths(config.save_dir)
+        # held for the run's life (released by close(), or by the OS if the process dies)
+        self.lock = claim_save_dir(config.save_dir)
+        try:
+            self._start()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
         if not config.resume:
             self._claim_fresh_save_dir()
         setup_logging(config.save_dir)
@@ -64,7 +74,7 @@ class Session:
         if config.compile and self.device.type != "cuda":
             LOG.info("--compile is used on CUDA only; running eagerly on the CPU")
         self.data: Data = load_data(config.dataset, config.data, config.split_file).to(self.device)
-        LOG.info(f"data: {config.dataset} from {config.data}: {self.data.train_number} train, "
+        LOG.info(f"data: {config.dataset} from {self.data.source}: {self.data.train_number} train, "
                  f"{len(self.data.val_indices)} validation, {len(self.data.test)} test images")
         self.val_indices = torch.as_tensor(self.data.val_indices, device=self.device)
         eval_batch_size = config.eval_batch_size
@@ -75,6 +85,16 @@ class Session:
                                      print_freq=config.print_freq, progress=not config.no_progress)
         self.epoch_table = ResultTable(self.paths.epochs_csv, EPOCH_FIELDS)
         self.round_table = ResultTable(self.paths.rounds_csv, ROUND_FIELDS)
+        self.identity = run_identity(config)  # what a resume checks against (input files by sha256)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.lock.release()
 
     def _claim_fresh_save_dir(self) -> None:
         """A fresh run never overwrites a run that has a checkpoint; the leftovers of one that
@@ -93,7 +113,8 @@ class Session:
     def save_run_info(self, extra: Optional[Dict[str, Any]] = None) -> None:
         """args.json for a fresh run; args_resume.json once a resume has been checked."""
         path = self.paths.run_info.replace(".json", "_resume.json") if self.config.resume else self.paths.run_info
-        save_run_info(path, self.script, self.config.to_dict(), describe_device(self.device), extra)
+        save_run_info(path, self.script, self.config.to_dict(), describe_device(self.device),
+                      {"data_source": self.data.source, **(extra or {})})
 
     def new_model(self, base_seed: Optional[int]) -> nn.Module:
         """The configured model on the device; seeded initialisation when ``base_seed`` is given.
@@ -150,7 +171,7 @@ def save_run(session: Session, model: nn.Module, optimizer: torch.optim.Optimize
     The order matters: a run killed between the two resumes from the previous checkpoint
     and redoes this epoch, so the best file can never be older than the checkpoint says.
     """
-    contents = codec.encode(run, model, optimizer, scheduler, session.config.to_dict(), session.script)
+    contents = codec.encode(run, model, optimizer, scheduler, session.identity, session.script)
     if is_best:
         save_checkpoint(contents, session.paths.best(session.tag(run)))
     save_checkpoint(contents, session.paths.checkpoint(session.tag(run)))
@@ -297,12 +318,15 @@ class Plan:
         self.config = session.config
 
     def check_resumable(self, decoded: codec.Decoded, path: str) -> None:
-        if decoded.script is not None and decoded.script != self.script:
-            raise UserError(f"checkpoint {path} was written by {decoded.script}; resume it with that script, "
-                            f"not {self.script}")
+        """Refuses, before anything is written, a checkpoint of another script or of a run
+        whose data, split, architecture or meaning-changing flags differ from this one's."""
+        mismatches = resume_mismatches(decoded.config or {}, self.config, decoded.script, self.script)
         if decoded.script is None and decoded.is_prac != (self.script == PRAC_SCRIPT):
             writer = PRAC_SCRIPT if decoded.is_prac else "main_imp.py or main_train.py"
-            raise UserError(f"checkpoint {path} is a checkpoint of {writer}; resume it with that script")
+            mismatches.insert(0, f"script: a checkpoint of {writer}, now {self.script}")
+        if mismatches:
+            raise UserError(f"checkpoint {path} belongs to another run ({'; '.join(mismatches)}); resume with "
+                            "the settings it was written with, or start a new --save_dir (nothing was written)")
 
     def restore(self, run: RunState, decoded: codec.Decoded, path: str) -> None:
         """Rebuilds the plan's own part of the run state from a checkpoint."""
@@ -554,14 +578,14 @@ def run_rounds(session: Session, plan: SearchPlan) -> None:
 
 def run_imp(config: Config) -> None:
     """main_imp.py: iterative magnitude pruning (lt | rewind_lt | pt, or random pruning)."""
-    session = Session(config, IMP_SCRIPT)
-    run_rounds(session, ImpPlan(session))
+    with Session(config, IMP_SCRIPT) as session:
+        run_rounds(session, ImpPlan(session))
 
 
 def run_prac_imp(config: Config) -> None:
     """main_PrAC_imp.py: IMP with Early-Bird rounds trained on the --select rule's sets."""
-    session = Session(config, PRAC_SCRIPT)
-    run_rounds(session, PracPlan(session))
+    with Session(config, PRAC_SCRIPT) as session:
+        run_rounds(session, PracPlan(session))
 
 
 # ============================================================================ retraining
@@ -572,8 +596,12 @@ def run_retrain(config: Config) -> None:
     initialisation (the random re-initialisation control). --init_dir alone: those weights,
     dense. Neither: the dense network from a seeded initialisation.
     """
-    session = Session(config, RETRAIN_SCRIPT)
-    plan = Plan(session)
+    with Session(config, RETRAIN_SCRIPT) as session:
+        _retrain(session, Plan(session))
+
+
+def _retrain(session: Session, plan: Plan) -> None:
+    config = session.config
     if config.resume:
         model, optimizer, scheduler, run = resume_run(session, plan)
     else:

@@ -1,6 +1,11 @@
 """Shared plumbing: errors, logging, devices, seeds, file names, checkpoints, results."""
 import collections
 import csv
+import errno
+import fcntl
+import hashlib
+import io
+import itertools
 import json
 import logging
 import os
@@ -10,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -168,24 +173,227 @@ class RunPaths:
         return self._join("args.json")
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- durable writes
+TEMP_PREFIX = ".tmp-"  # every temporary file of atomic_write starts with this
+# mkstemp's names: prefix, 8 random characters from [a-z0-9_], then our suffix
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}.+")
+DIE_AFTER_WRITE_ENV = "PRAC_LTH_DIE_AFTER_WRITE"
+DIE_AFTER_WRITE_EXIT_CODE = 17
+_write_numbers = itertools.count(1)  # durable writes of this process, 1-based
+_umask_lock = threading.Lock()
+
+
+def note_write(path: str) -> None:
+    """Counts one durable write (already complete) of ``path``; the fault-injection hook.
+
+    With ``PRAC_LTH_DIE_AFTER_WRITE=n`` in the environment, the process exits at once
+    (``os._exit``, no clean-up, like SIGKILL) right after its n-th write, so tests can
+    kill a run between any two of its writes.
+    """
+    number = next(_write_numbers)
+    wanted = os.environ.get(DIE_AFTER_WRITE_ENV, "").strip()
+    if not wanted:
+        return
+    try:
+        die_after = int(wanted)
+    except ValueError:
+        raise UserError(f"{DIE_AFTER_WRITE_ENV}={wanted!r} must be a positive integer "
+                        "(the number of the write after which the process dies)") from None
+    if number == die_after:
+        os._exit(DIE_AFTER_WRITE_EXIT_CODE)
+
+
+def current_umask() -> int:
+    """The process umask, read without leaving it changed for other threads where possible."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # no /proc (not Linux): the only portable way sets it and restores it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _write_error(path: str, error: OSError) -> UserError:
+    reason = error.strerror or str(error) or type(error).__name__
+    return UserError(f"cannot write {path}: {reason} (errno {error.errno}); "
+                     "the previous version of the file, if any, is intact")
+
+
+def _fsync_folder(folder: str) -> None:
+    """Makes a rename in ``folder`` durable; skipped where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Writes through a temporary file in the same folder, then ``os.replace``: a crash
-    mid-write leaves the previous file intact."""
+    mid-write leaves the previous file intact.
+
+    The file gets the permissions a plain ``open`` would give (0666 less the umask), not
+    mkstemp's 0600. An OSError (disk full, permission) is one UserError naming the file.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.basename(path))
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        except OSError:
+            os.close(fd)
+            raise
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        tmp = None
+    except OSError as error:
+        raise _write_error(path, error) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+    _fsync_folder(folder)
+    note_write(path)
+
+
+def remove_stale_temporaries(save_dir: str) -> List[str]:
+    """Removes the temporary files that killed writes left in ``save_dir``; returns their names.
+
+    Only names atomic_write makes are touched. Call it while holding the folder's
+    SaveDirLock: another run's temporary file is live until that run renames it.
+    """
+    removed = []
+    try:
+        names = sorted(os.listdir(save_dir))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(save_dir, name)
+        if _TEMP_NAME.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.remove(path)
+                removed.append(name)
+            except OSError as error:
+                LOG.warning(f"could not remove the stale temporary file {path} ({error.strerror})")
+    if removed:
+        LOG.info(f"removed {len(removed)} temporary file(s) left in {save_dir} by an interrupted write")
+    return removed
+
+
+def file_digest(path: str) -> str:
+    """``sha256:<hex>`` of a file's bytes (identifies a split file wherever it is moved)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror or error})") from None
+    return "sha256:" + digest.hexdigest()
+
+
+class SaveDirLock:
+    """One run per save_dir: an exclusive OS lock on ``save_dir/.lock`` held for the run's life.
+
+    The lock file names its holder (pid and command); the OS drops the lock when the holder
+    exits, however it exits, so a killed run never leaves the folder locked.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, save_dir: str):
+        self.save_dir = save_dir
+        self.path = os.path.join(save_dir, self.NAME)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:  # already held (claim_save_dir, then ``with``)
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise UserError(f"--save_dir {self.save_dir} cannot be locked for this run: cannot open "
+                            f"{self.path} ({error.strerror or error})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"--save_dir {self.save_dir} is in use by {holder}; "
+                                "wait for it or choose another --save_dir") from None
+            raise UserError(f"--save_dir {self.save_dir} cannot be locked for this run "
+                            f"({error.strerror or error})") from None
+        command = " ".join(sys.argv) or sys.executable
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n{command}\n".encode("utf-8", "replace"), 0)
+        except OSError:
+            pass  # the lock holds without the note of who holds it
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)  # a released lock names nobody
+        except OSError:
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "SaveDirLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def claim_save_dir(save_dir: str) -> SaveDirLock:
+    """Locks ``save_dir`` for this run, then removes the temporaries of killed writes (in
+    that order: before the lock, they may be another live run's). Release the returned
+    lock (or use it as a context manager) when the run ends; exiting the process does too."""
+    lock = SaveDirLock(save_dir)
+    lock.acquire()
+    try:
+        remove_stale_temporaries(save_dir)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        lock.release()
         raise
+    return lock
 
 
+def _read_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    lines = text.splitlines()
+    if lines and lines[0].strip().isdigit():
+        command = lines[1].strip() if len(lines) > 1 else "?"
+        return f"process {lines[0].strip()} ({command})"
+    return "another process"
+
+
+# ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(obj: Any, path: str) -> None:
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
@@ -221,18 +429,40 @@ def load_checkpoint(path: str, what: str = "checkpoint", trust: bool = False) ->
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
-        if refused:
-            detail = refused[0].split(" was not")[0].replace("WeightsUnpickler error: ", "")
-            raise UserError(f"{what} {path} holds objects the safe loader refuses ({detail[:160]}); "
-                            "if you trust the file, add --trust_checkpoints") from None
-        raise UserError(f"{what} {path} is corrupt or truncated ({message[:160]}); "
-                        "use an earlier checkpoint or re-run") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{what} {path} is corrupt or truncated ({message[:160]}); "
-                        "use an earlier checkpoint or re-run") from None
+        refused = refused_by_safe_loader(str(error))
+        if refused is not None:
+            raise UserError(f"{what} {path} carries code or objects that the safe loader refuses "
+                            f"({refused}); it was not loaded. Only if you trust the file and its "
+                            "source, load it with --trust_checkpoints") from None
+        raise _corrupt(path, what, error) from None
+    except Exception as error:  # noqa: BLE001 - random bytes fail deep inside the unpickler in many ways
+        raise _corrupt(path, what, error) from None
+
+
+# What the weights-only unpickler says when a file asks for code or for an object it does
+# not build (as opposed to bytes that are not a pickle at all).
+_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+_OBJECT_MESSAGES = ("Trying to call reduce for unrecognized function", "Can only create new object",
+                    "Can only build Tensor", "Only persistent_load of storage")
+
+
+def refused_by_safe_loader(message: str) -> Optional[str]:
+    """What a weights-only load refused ("global posix.system"), or None when the error
+    is not such a refusal (a corrupt or truncated file)."""
+    found = _GLOBAL_IN_MESSAGE.search(message)
+    if found:
+        return f"global {found.group(1)}"
+    for line in message.splitlines():
+        for marker in _OBJECT_MESSAGES:
+            if marker in line:
+                return line.strip().replace("WeightsUnpickler error: ", "")[:160]
+    return None
+
+
+def _corrupt(path: str, what: str, error: BaseException) -> UserError:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"{what} {path} is corrupt or truncated ({message[:160]}); "
+                     "use an earlier checkpoint or re-run")
 
 
 def require_keys(checkpoint: Any, keys: Iterable[str], path: str, what: str) -> None:
@@ -285,12 +515,51 @@ class ResultTable:
         atomic_write(self.path, write, mode="w")
 
     def append(self, row: Mapping[str, Any]) -> None:
-        fresh = not os.path.exists(self.path)
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
-            if fresh:
-                writer.writeheader()
-            writer.writerow({k: _format_cell(row.get(k)) for k in self.fields})
+        """Appends one row whole: one ``write`` call of the encoded line, so a killed run
+        never leaves half a row; a disk-full short write is undone. The first row creates
+        the file (with its header) atomically."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.fields, extrasaction="ignore")
+        writer.writeheader()
+        header_end = len(buffer.getvalue().encode("utf-8"))
+        writer.writerow({k: _format_cell(row.get(k)) for k in self.fields})
+        header_and_line = buffer.getvalue().encode("utf-8")
+        if not os.path.exists(self.path):
+            atomic_write(self.path, lambda handle: handle.write(header_and_line))
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        except OSError as error:
+            raise _write_error(self.path, error) from None
+        try:
+            size = _drop_partial_last_line(fd, self.path)
+            line = header_and_line if size == 0 else header_and_line[header_end:]
+            written = os.write(fd, line)
+            if written != len(line):  # a short write: the disk filled up mid-row
+                os.ftruncate(fd, size)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        except OSError as error:
+            raise _write_error(self.path, error) from None
+        finally:
+            os.close(fd)
+        note_write(self.path)
+
+
+def _drop_partial_last_line(fd: int, path: str) -> int:
+    """Cuts a last line without its newline (a row cut off by a crash of an older version
+    or a power loss) so that the next row does not join it; returns the file's size."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    tail_start = max(0, size - (1 << 16))
+    tail = os.pread(fd, size - tail_start, tail_start)
+    if b"\n" not in tail and tail_start > 0:
+        return size  # not a row of ours; leave it
+    cut = tail_start + tail.rfind(b"\n") + 1
+    os.ftruncate(fd, cut)
+    LOG.warning(f"{path}: dropped an incomplete last row ({size - cut} bytes) left by an interrupted write")
+    return cut
 
 
 def _format_cell(value: Any) -> Any:
@@ -313,10 +582,10 @@ def code_version() -> str:
 
 def save_run_info(path: str, script: str, config: Mapping[str, Any], device: str,
                   extra: Optional[Mapping[str, Any]] = None) -> None:
-    """Saves what produced a run: script, arguments, working folder, code and torch versions
-    (and ``extra``, e.g. where a retrained ticket came from)."""
+    """Saves what produced a run: script, arguments, working folder, code and torch versions,
+    and ``extra`` facts found while starting it (e.g. ``data_source``, the folder read)."""
     info = {"script": script, "arguments": dict(config), "cwd": os.getcwd(), "code_version": code_version(),
-            "torch": torch.__version__, "device": device, "command": " ".join(sys.argv), **(extra or {})}
+            "torch": torch.__version__, "device": device, "command": " ".join(sys.argv), **dict(extra or {})}
     atomic_write(path, lambda handle: json.dump(info, handle, indent=2, default=str), mode="w")
 
 

@@ -1,6 +1,8 @@
 """Bad input, run as a user would: one line 'error: ...' on stderr, no traceback, a non-zero
 exit code, and nothing of an existing run in --save_dir changed."""
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 from typing import Any, Dict, List
@@ -23,10 +25,59 @@ def existing_run(cifar10_dir: str, tmp_path_factory: pytest.TempPathFactory) -> 
     return save_dir
 
 
+class Payload:
+    """Unpickling this runs a shell command: what a poisoned file carries."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def rewrite_batch(path: str, change) -> None:
+    with open(path, "rb") as handle:
+        entry = pickle.load(handle)
+    change(entry)
+    with open(path, "wb") as handle:
+        pickle.dump(entry, handle)
+
+
+def hostile_files(folder: Any, files: Dict[str, str], cifar10_dir: str, cifar100_dir: str, fashion_dir: str) -> None:
+    """Inputs that carry code, labels that do not fit, .npy object arrays, incomplete data."""
+    files["payload_marker"] = str(folder / "payload_ran")
+    files["poisoned_cifar10"] = str(folder / "poisoned_cifar10")
+    shutil.copytree(cifar10_dir, files["poisoned_cifar10"])
+    with open(os.path.join(files["poisoned_cifar10"], "cifar-10-batches-py", "data_batch_1"), "wb") as handle:
+        pickle.dump({"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": Payload(files["payload_marker"])},
+                    handle, protocol=2)
+    files["evil_checkpoint"] = str(folder / "evil.pth.tar")
+    torch.save({"state": 0, "state_dict": {}, "payload": Payload(files["payload_marker"])}, files["evil_checkpoint"])
+    files["cifar10_label_10"] = str(folder / "cifar10_label_10")
+    shutil.copytree(cifar10_dir, files["cifar10_label_10"])
+    rewrite_batch(os.path.join(files["cifar10_label_10"], "cifar-10-batches-py", "data_batch_3"),
+                  lambda entry: entry["labels"].__setitem__(0, 10))
+    files["cifar10_label_negative"] = str(folder / "cifar10_label_negative")
+    shutil.copytree(cifar10_dir, files["cifar10_label_negative"])
+    rewrite_batch(os.path.join(files["cifar10_label_negative"], "cifar-10-batches-py", "test_batch"),
+                  lambda entry: entry["labels"].__setitem__(-1, -3))
+    files["cifar100_label_100"] = str(folder / "cifar100_label_100")
+    shutil.copytree(cifar100_dir, files["cifar100_label_100"])
+    rewrite_batch(os.path.join(files["cifar100_label_100"], "cifar-100-python", "train"),
+                  lambda entry: entry["fine_labels"].__setitem__(5, 100))
+    files["object_split"] = str(folder / "object_split.npy")
+    np.save(files["object_split"], np.array(list(range(200)), dtype=object), allow_pickle=True)
+    files["fashion_partial"] = str(folder / "fashion_partial")
+    shutil.copytree(fashion_dir, files["fashion_partial"])
+    os.remove(os.path.join(files["fashion_partial"], "train-labels-idx1-ubyte.gz"))
+
+
 @pytest.fixture(scope="module")
-def bad_files(existing_run: str, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+def bad_files(existing_run: str, cifar10_dir: str, cifar100_dir: str, fashion_dir: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     folder = tmp_path_factory.mktemp("bad_files")
     files: Dict[str, str] = {}
+    hostile_files(folder, files, cifar10_dir, cifar100_dir, fashion_dir)
     files["good_split"] = str(folder / "good_split.npy")
     np.save(files["good_split"], np.random.default_rng(1).permutation(200))
     files["short_split"] = str(folder / "short_split.npy")
@@ -148,6 +199,67 @@ CASES: Dict[str, Any] = {
                                   "--decreasing_lr"),
     "no_save_dir": ("main_imp.py",
                     lambda d, s, f, n: [a for a in tiny_args(d, s) if a not in ("--save_dir", s)], "--save_dir"),
+    # files that carry code or objects: refused with their own message, the payload never runs
+    "poisoned_cifar_batch": ("main_imp.py", lambda d, s, f, n: tiny_args(f["poisoned_cifar10"], n, "--epochs", "1"),
+                             "carries code or objects"),
+    "prac_poisoned_cifar_batch": ("main_PrAC_imp.py",
+                                  lambda d, s, f, n: tiny_args(f["poisoned_cifar10"], n, "--epochs", "1",
+                                                               "--split_file", f["good_split"]),
+                                  "carries code or objects"),
+    "checkpoint_carrying_code": ("main_imp.py",
+                                 lambda d, s, f, n: tiny_args(d, s, "--resume", "--checkpoint", f["evil_checkpoint"]),
+                                 "--trust_checkpoints"),
+    "prac_checkpoint_carrying_code": ("main_PrAC_imp.py",
+                                      lambda d, s, f, n: tiny_args(d, s, "--split_file", f["good_split"], "--resume",
+                                                                   "--checkpoint", f["evil_checkpoint"]),
+                                      "carries code or objects"),
+    "mask_dir_carrying_code": ("main_train.py",
+                               lambda d, s, f, n: tiny_args(d, n, "--epochs", "1",
+                                                            "--init_dir", os.path.join(s, "final_ticket.pth.tar"),
+                                                            "--mask_dir", f["evil_checkpoint"]),
+                               "carries code or objects"),
+    "split_file_object_array": ("main_imp.py",
+                                lambda d, s, f, n: tiny_args(d, n, "--epochs", "1", "--split_file", f["object_split"]),
+                                "Python objects"),
+    "train_subset_object_array": ("main_imp.py",
+                                  lambda d, s, f, n: tiny_args(d, n, "--epochs", "1", "--train_subset",
+                                                               f["object_split"]),
+                                  "Python objects"),
+    # labels the data set cannot have
+    "cifar10_train_label_out_of_range": ("main_imp.py",
+                                         lambda d, s, f, n: tiny_args(f["cifar10_label_10"], n, "--epochs", "1"),
+                                         "labels outside 0..9"),
+    "cifar10_test_label_negative": ("main_PrAC_imp.py",
+                                    lambda d, s, f, n: tiny_args(f["cifar10_label_negative"], n, "--epochs", "1",
+                                                                 "--split_file", f["good_split"]),
+                                    "labels outside 0..9"),
+    "cifar100_label_out_of_range": ("main_train.py",
+                                    lambda d, s, f, n: with_flag(tiny_args(f["cifar100_label_100"], n, "--epochs", "1"),
+                                                                 "--dataset", "cifar100"),
+                                    "labels outside 0..99"),
+    # an explicit --data must hold the data set; nothing stands in for it
+    "fashion_data_does_not_exist": ("main_imp.py",
+                                    lambda d, s, f, n: with_flag(tiny_args(f["empty_data"] + "/typo", n, "--epochs",
+                                                                           "1"), "--dataset", "fashionmnist"),
+                                    "typo does not exist"),
+    "fashion_data_lacks_a_file": ("main_imp.py",
+                                  lambda d, s, f, n: with_flag(tiny_args(f["fashion_partial"], n, "--epochs", "1"),
+                                                               "--dataset", "fashionmnist"),
+                                  "lacks train-labels-idx1-ubyte"),
+    "fashion_empty_data": ("main_train.py",
+                           lambda d, s, f, n: with_flag(tiny_args(f["empty_data"], n, "--epochs", "1"),
+                                                        "--dataset", "fashionmnist"),
+                           "does not hold fashionmnist"),
+    # flags that cannot mean what the user meant
+    "threshold_negative": ("main_PrAC_imp.py",
+                           lambda d, s, f, n: tiny_args(d, n, "--split_file", f["good_split"], "--threshold", "-1"),
+                           "--threshold"),
+    "warmup_longer_than_epochs": ("main_imp.py", lambda d, s, f, n: tiny_args(d, n, "--epochs", "2", "--warmup", "3"),
+                                  "--warmup 3 is longer than --epochs 2"),
+    "prac_warmup_longer_than_epochs": ("main_PrAC_imp.py",
+                                       lambda d, s, f, n: tiny_args(d, n, "--split_file", f["good_split"],
+                                                                    "--epochs", "1", "--warmup", "2"),
+                                       "--warmup"),
 }
 
 
@@ -159,6 +271,8 @@ def test_bad_input_is_one_line_error(name: str, cifar10_dir: str, existing_run: 
     argv = build(cifar10_dir, existing_run, bad_files, str(tmp_path / "fresh"))
     proc = run_script(script, argv)
     assert_one_line_error(proc, keyword)
+    assert proc.returncode == 2
+    assert not os.path.exists(bad_files["payload_marker"]), "a file's code ran"
     assert_undamaged(before, existing_run)
     fresh = tmp_path / "fresh"
     if fresh.exists():  # a refused fresh run leaves no results or checkpoints behind
@@ -202,3 +316,16 @@ def test_failed_resume_keeps_the_record_of_the_last_resume(cifar10_dir: str, exi
     proc = run_script("main_imp.py", tiny_args(cifar10_dir, folder, "--resume", "--checkpoint", bad_files["corrupt"]))
     assert_one_line_error(proc, "corrupt")
     assert_undamaged(before, folder, strict_resume_info=True)
+
+
+@pytest.mark.parametrize("script", ["main_imp.py", "main_train.py"])
+def test_late_milestones_are_one_warning_line_and_the_run_goes_on(script: str, cifar10_dir: str, existing_run: str,
+                                                                 tmp_path: Any) -> None:
+    save_dir = str(tmp_path / "run")
+    ticket = os.path.join(existing_run, "final_ticket.pth.tar")
+    extra = ["--pruning_times", "1"] if script == "main_imp.py" else ["--init_dir", ticket, "--mask_dir", ticket]
+    proc = run_script(script, tiny_args(cifar10_dir, save_dir, "--epochs", "1", "--decreasing_lr", "1,5", *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: --decreasing_lr milestone(s) 1,5 "), proc.stderr[-3000:]
+    assert os.path.exists(os.path.join(save_dir, "epochs.csv"))

@@ -94,6 +94,9 @@ def test_validate_accepts_rewind_point_inside_training() -> None:
     {"queue_length": 0},
     {"rewind_epoch": -1},
     {"warmup": -1},
+    {"threshold": -1},
+    {"warmup": 183},                         # longer than the 182 --epochs
+    {"epochs": 3, "warmup": 4, "decreasing_lr": []},
     {"split_file": "/nonexistent/split.npy"},
     {"init_dir": "/nonexistent/ckpt.pth.tar"},
     {"mask_dir": "/nonexistent/ckpt.pth.tar"},
@@ -213,3 +216,104 @@ def test_config_from_args_parses_milestones() -> None:
     config = cli.config_from_args(parser.parse_args(["--save_dir", "s", "--decreasing_lr", "3,7"]))
     assert config.decreasing_lr == [3, 7]
     assert isinstance(config, Config)
+
+
+# ----------------------------------------------------------------------------- warnings
+def test_warmup_as_long_as_training_is_allowed() -> None:
+    validate(valid_config(epochs=5, warmup=5, decreasing_lr=[]))
+
+
+@pytest.mark.parametrize("epochs, milestones, late", [(10, [5, 10], "10"), (4, [91, 136], "91,136"),
+                                                     (10, [3, 12, 20], "12,20")])
+def test_milestones_at_or_beyond_epochs_are_a_warning(epochs: int, milestones: List[int], late: str) -> None:
+    config = valid_config(epochs=epochs, decreasing_lr=milestones)
+    validate(config)  # legal, as in the published scripts
+    warnings = cli.config_warnings(config)
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert f"--decreasing_lr milestone(s) {late} " in warnings[0] and f"--epochs {epochs}" in warnings[0]
+    assert cli.config_warnings(valid_config(epochs=epochs, decreasing_lr=[m for m in milestones if m < epochs])) == []
+
+
+def parse_common(argv: List[str]) -> Config:
+    import argparse
+    parser = argparse.ArgumentParser()
+    cli.add_common_args(parser, lr_default=0.1)
+    return cli.config_from_args(parser.parse_args(argv))
+
+
+def test_config_from_args_prints_one_warning_line(capsys: pytest.CaptureFixture) -> None:
+    config = parse_common(["--save_dir", "s", "--epochs", "5", "--decreasing_lr", "3,8"])
+    assert config.decreasing_lr == [3, 8]
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("warning: --decreasing_lr milestone(s) 8 ") and captured.err.count("\n") == 1
+
+
+def test_default_milestones_with_short_runs_are_not_warned_about(capsys: pytest.CaptureFixture) -> None:
+    parse_common(["--save_dir", "s", "--epochs", "2"])
+    assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- resuming
+def saved(config: Config, **changes) -> dict:
+    identity = cli.run_identity(config)
+    identity.update(changes)
+    return identity
+
+
+def test_resume_of_the_same_run_has_no_mismatch(tmp_path) -> None:
+    split = tmp_path / "split.npy"
+    split.write_bytes(b"split")
+    config = valid_config(split_file=str(split))
+    assert cli.resume_mismatches(saved(config), config, "main_imp.py", "main_imp.py") == []
+    # only flags of speed, output or length differ
+    later = replace(config, pruning_times=20, device="cpu", eval_batch_size=500, print_freq=1, seed=3,
+                    no_progress=True, resume=True, checkpoint="x")
+    assert cli.resume_mismatches(saved(config), later, "/abs/main_imp.py", "main_imp.py") == []
+
+
+def test_resume_mismatches_name_each_setting() -> None:
+    config = valid_config()
+    other = replace(config, arch="res56s", dataset="cifar100", decreasing_lr=[50], lr=0.01, random_prune=True)
+    mismatches = cli.resume_mismatches(saved(config), other, "main_PrAC_imp.py", "main_imp.py")
+    assert mismatches == ["script: checkpoint written by main_PrAC_imp.py, now main_imp.py",
+                          "--dataset: checkpoint cifar10, now cifar100",
+                          "--arch: checkpoint res20s, now res56s",
+                          "--lr: checkpoint 0.1, now 0.01",
+                          "--decreasing_lr: checkpoint 91,136, now 50",
+                          "--random_prune: checkpoint False, now True"]
+    assert all("\n" not in m for m in mismatches)
+
+
+def test_split_files_are_compared_by_content(tmp_path) -> None:
+    first, moved, other = tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "c.npy"
+    first.write_bytes(b"permutation 1")
+    moved.write_bytes(b"permutation 1")
+    other.write_bytes(b"permutation 2")
+    record = saved(valid_config(split_file=str(first)))
+    assert cli.resume_mismatches(record, valid_config(split_file=str(moved)), "", "main_imp.py") == []
+    [mismatch] = cli.resume_mismatches(record, valid_config(split_file=str(other)), "", "main_imp.py")
+    assert mismatch.startswith(f"--split_file: checkpoint {first} (sha256:") and str(other) in mismatch
+    [mismatch] = cli.resume_mismatches(record, valid_config(), "", "main_imp.py")
+    assert mismatch.endswith("now none")
+    first.unlink()  # the recorded file is gone: its copy elsewhere still matches
+    assert cli.resume_mismatches(record, valid_config(split_file=str(moved)), "", "main_imp.py") == []
+
+
+def test_split_file_given_now_but_not_then_is_a_mismatch(tmp_path) -> None:
+    split = tmp_path / "split.npy"
+    split.write_bytes(b"x")
+    mismatches = cli.resume_mismatches(saved(valid_config()), valid_config(split_file=str(split)), "", "main_imp.py")
+    assert mismatches == [f"--split_file: checkpoint none, now {split}"]
+
+
+def test_checkpoints_without_a_config_are_not_checked() -> None:
+    """Published checkpoints hold no config; settings a checkpoint lacks are skipped."""
+    config = valid_config(arch="res56s")
+    assert cli.resume_mismatches({}, config, None, "main_imp.py") == []
+    assert cli.resume_mismatches({"arch": "res56s"}, config, None, "main_PrAC_imp.py") == []
+
+
+def test_resuming_with_another_selection_rule_is_a_mismatch() -> None:
+    mismatches = cli.resume_mismatches({"select": "el2n"}, valid_config(select="random"), None, "main_PrAC_imp.py")
+    assert mismatches == ["--select: checkpoint el2n, now random"]

@@ -1,7 +1,9 @@
 """Data sets read from their published on-disk formats, split files, and augmentation."""
 import os
+import pickle
 import shutil
-from typing import Dict, Tuple
+import struct
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import pytest
@@ -106,6 +108,197 @@ def test_cifar_corrupt_batch_raises_user_error(tmp_path, cifar10_dir: str) -> No
         dataset.load_cifar10(str(root), download=False)
 
 
+# ----------------------------------------------------------------------------- CIFAR pickles, safely
+def _py2_str(text: bytes) -> bytes:
+    """A Python 2 ``str`` as cPickle writes it (SHORT_BINSTRING / BINSTRING)."""
+    if len(text) < 256:
+        return b"U" + bytes([len(text)]) + text
+    return b"T" + struct.pack("<i", len(text)) + text
+
+
+def _py2_int(value: int) -> bytes:
+    return b"K" + bytes([value]) if 0 <= value < 256 else b"J" + struct.pack("<i", value)
+
+
+def py2_cifar_pickle(entry: Dict[str, Any]) -> bytes:
+    """A batch as the published CIFAR archive holds it: written by Python 2's cPickle
+    (protocol 2), keys and pixel bytes as py2 ``str``, the pixels a numpy 1 uint8 array named
+    through ``numpy.core.multiarray._reconstruct``, labels a list of ints."""
+    out = [b"\x80\x02}("]
+    for key, value in entry.items():
+        out.append(_py2_str(key.encode()))
+        if isinstance(value, np.ndarray):
+            assert value.dtype == np.uint8 and value.ndim == 2
+            out += [b"cnumpy.core.multiarray\n_reconstruct\n", b"cnumpy\nndarray\n", _py2_int(0), b"\x85",
+                    _py2_str(b"b"), b"\x87R",
+                    b"(", _py2_int(1), _py2_int(value.shape[0]), _py2_int(value.shape[1]), b"\x86",
+                    b"cnumpy\ndtype\n", _py2_str(b"u1"), _py2_int(0), _py2_int(1), b"\x87R",
+                    b"(", _py2_int(3), _py2_str(b"|"), b"NNN", _py2_int(-1), _py2_int(-1), _py2_int(0), b"tb",
+                    b"\x89", _py2_str(value.tobytes()), b"tb"]
+        elif isinstance(value, list):
+            out.append(b"](")
+            out += [_py2_int(v) if isinstance(v, int) else _py2_str(v.encode()) for v in value]
+            out.append(b"e")
+        else:
+            out.append(_py2_str(value.encode()))
+    out.append(b"u.")
+    return b"".join(out)
+
+
+def write_cifar10_with(root: str, write_batch) -> str:
+    """The tiny CIFAR-10 set with each batch written by ``write_batch(entry) -> bytes``."""
+    images, labels = expected_images(TINY_TRAIN + TINY_TEST, 10, 32, 3, 0)
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    parts = np.array_split(np.arange(TINY_TRAIN), 5) + [np.arange(TINY_TRAIN, TINY_TRAIN + TINY_TEST)]
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name, part in zip(names, parts):
+        entry = {"batch_label": name, "labels": labels[part].tolist(),
+                 "data": images[part].reshape(len(part), -1), "filenames": [f"{j}.png" for j in part]}
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(write_batch(entry))
+    return root
+
+
+def test_py2_pickle_helper_writes_what_plain_pickle_reads() -> None:
+    """The hand-made Python 2 pickle is right: the unrestricted loader reads it as CIFAR."""
+    data = np.arange(2 * 3072, dtype=np.uint64).astype(np.uint8).reshape(2, 3072)
+    entry = pickle.loads(py2_cifar_pickle({"data": data, "labels": [3, 7], "batch_label": "b"}),
+                         encoding="latin1")
+    assert np.array_equal(entry["data"], data) and entry["labels"] == [3, 7] and entry["batch_label"] == "b"
+
+
+@pytest.mark.parametrize("writer", ["python2", "protocol2", "protocol4", "protocol5"])
+def test_cifar_batches_of_every_era_load_through_the_safe_unpickler(tmp_path, writer: str) -> None:
+    write = {"python2": py2_cifar_pickle,
+             "protocol2": lambda entry: pickle.dumps(entry, protocol=2),
+             "protocol4": lambda entry: pickle.dumps(entry, protocol=4),
+             "protocol5": lambda entry: pickle.dumps(entry, protocol=5)}[writer]
+    root = write_cifar10_with(str(tmp_path), write)
+    train, test = dataset.load_cifar10(root, download=False)
+    check_cifar(train, test, 10, seed=0)
+
+
+class Payload:
+    """Unpickling this runs a shell command, as a poisoned data set file would."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_poisoned_cifar_batch_is_refused_without_running_it(tmp_path, cifar10_dir: str, protocol: int) -> None:
+    root = tmp_path / "poisoned"
+    shutil.copytree(cifar10_dir, root)
+    marker = tmp_path / "payload_ran"
+    batch = root / "cifar-10-batches-py" / "data_batch_1"
+    entry = {"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 1], "payload": Payload(str(marker))}
+    batch.write_bytes(pickle.dumps(entry, protocol=protocol))
+    with pytest.raises(UserError) as info:
+        dataset.load_data("cifar10", str(root), download=False)
+    assert not marker.exists(), "the pickle's payload ran"
+    assert one_line(info.value)
+    assert "carries code or objects" in str(info.value) and "system" in str(info.value)
+    assert str(batch) in str(info.value)
+
+
+@pytest.mark.parametrize("forbidden", [("builtins", "eval"), ("numpy", "load"), ("numpy.core.multiarray", "array"),
+                                       ("collections", "OrderedDict"), ("__main__", "Payload")])
+def test_cifar_unpickler_admits_only_array_reconstruction(forbidden: Tuple[str, str], tmp_path) -> None:
+    module, name = forbidden
+    path = tmp_path / "batch"
+    path.write_bytes(b"\x80\x02c" + f"{module}\n{name}\n".encode() + b")R.")
+    with pytest.raises(UserError, match="carries code or objects"):
+        dataset._unpickle(str(path))
+
+
+def test_cifar_unpickler_limits_codecs_to_latin1(tmp_path) -> None:
+    path = tmp_path / "batch"
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R.")
+    with pytest.raises(UserError, match="not a readable CIFAR batch"):
+        dataset._unpickle(str(path))
+
+
+def test_cifar_batch_that_is_not_a_dict_is_refused(tmp_path) -> None:
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(UserError, match="not a CIFAR batch"):
+        dataset._unpickle(str(path))
+
+
+# ----------------------------------------------------------------------------- labels
+def rewrite_cifar_labels(root, folder: str, name: str, key: str, change) -> None:
+    path = os.path.join(root, folder, name)
+    with open(path, "rb") as handle:
+        entry = pickle.load(handle)
+    entry[key] = change(entry[key])
+    with open(path, "wb") as handle:
+        pickle.dump(entry, handle)
+
+
+@pytest.mark.parametrize("name, folder, batch, key, bad", [
+    ("cifar10", "cifar-10-batches-py", "data_batch_2", "labels", 10),
+    ("cifar10", "cifar-10-batches-py", "test_batch", "labels", -1),
+    ("cifar100", "cifar-100-python", "train", "fine_labels", 100),
+])
+def test_labels_out_of_range_are_refused_at_load_time(tmp_path, cifar10_dir: str, cifar100_dir: str, name: str,
+                                                      folder: str, batch: str, key: str, bad: int) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(cifar10_dir if name == "cifar10" else cifar100_dir, root)
+    rewrite_cifar_labels(root, folder, batch, key, lambda labels: [bad] + labels[1:])
+    with pytest.raises(UserError) as info:
+        dataset.load_data(name, str(root), download=False)
+    assert one_line(info.value)
+    assert "labels outside" in str(info.value) and str(bad) in str(info.value)
+
+
+def test_fashion_labels_out_of_range_are_refused(tmp_path) -> None:
+    root = tmp_path / "data"
+    datasets_on_disk.write_fashion_mnist(str(root), 50, 20, gz=False)
+    path = root / "t10k-labels-idx1-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[-1] = 12
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="labels outside 0..9"):
+        dataset.load_data("fashionmnist", str(root), download=False)
+
+
+def test_tiny_imagenet_with_more_classes_than_the_data_set_is_refused(tiny_imagenet_dir: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny test set has 4 classes; a 'tiny-imagenet' of 3 classes cannot label them."""
+    info = dataset.DATASETS["tiny-imagenet"]
+    monkeypatch.setitem(dataset.DATASETS, "tiny-imagenet",
+                        dataset.DatasetInfo(3, info.mean, info.std, info.image_size, info.crop_padding))
+    with pytest.raises(UserError, match="labels outside 0..2"):
+        dataset.load_data("tiny-imagenet", tiny_imagenet_dir)
+
+
+def test_check_labels_accepts_every_class() -> None:
+    dataset.check_labels(torch.arange(10), 10, "set")
+    dataset.check_labels(torch.zeros(0, dtype=torch.int64), 10, "empty set")
+
+
+def test_data_source_names_the_folder_read(cifar10_dir: str) -> None:
+    data = dataset.load_data("cifar10", cifar10_dir, download=False)
+    assert data.source == os.path.join(cifar10_dir, "cifar-10-batches-py")
+    assert data.to(torch.device("cpu")).source == data.source
+
+
+# ----------------------------------------------------------------------------- .npy inputs
+def test_object_arrays_are_refused_with_their_own_message(tmp_path, cifar10_dir: str) -> None:
+    path = str(tmp_path / "objects.npy")
+    np.save(path, np.array([{"a": 1}, 2], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match="holds Python objects") as info:
+        dataset.load_data("cifar10", cifar10_dir, split_file=path, download=False)
+    assert one_line(info.value) and "--split_file" in str(info.value)
+    data = dataset.load_data("cifar10", cifar10_dir, download=False)
+    with pytest.raises(UserError, match="--train_subset .* holds Python objects"):
+        dataset.load_index_file(path, data)
+
+
 # ----------------------------------------------------------------------------- Fashion-MNIST
 def check_fashion(train: dataset.ImageSet, test: dataset.ImageSet, n_train: int, n_test: int, seed: int) -> None:
     images, labels = expected_images(n_train + n_test, 10, 28, 1, seed)
@@ -151,6 +344,66 @@ def test_fashion_truncated_file_raises_user_error(tmp_path, monkeypatch: pytest.
     with pytest.raises(UserError) as info:
         dataset.load_fashion_mnist(str(root), download=False)
     assert one_line(info.value)
+
+
+def test_fashion_explicit_data_that_does_not_exist_is_an_error(tmp_path, fashion_dir: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian's copy (here: a complete set) never stands in for a folder the user named."""
+    monkeypatch.setattr(dataset, "FASHION_MNIST_SYSTEM_DIR", fashion_dir)
+    calls = forbid_download(monkeypatch)
+    root = str(tmp_path / "typo")
+    with pytest.raises(UserError) as info:
+        dataset.load_data("fashionmnist", root)
+    assert one_line(info.value) and f"--data {root} does not exist" in str(info.value)
+    assert calls == []
+
+
+def test_fashion_explicit_data_lacking_a_file_names_it(tmp_path, fashion_dir: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset, "FASHION_MNIST_SYSTEM_DIR", fashion_dir)
+    calls = forbid_download(monkeypatch)
+    root = tmp_path / "partial"
+    datasets_on_disk.write_fashion_mnist(str(root), 50, 20)
+    os.remove(root / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(UserError) as info:
+        dataset.load_data("fashionmnist", str(root))
+    message = str(info.value)
+    assert one_line(info.value) and str(root) in message
+    assert "t10k-labels-idx1-ubyte" in message and "train-images" not in message
+    assert calls == []
+
+
+def test_fashion_default_data_falls_back_to_debian_and_says_so(tmp_path, fashion_dir: str,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    default = str(tmp_path / "default-data")
+    monkeypatch.setattr(dataset, "DEFAULT_DATA_DIR", default)
+    monkeypatch.setattr(dataset, "FASHION_MNIST_SYSTEM_DIR", fashion_dir)
+    forbid_download(monkeypatch)
+    with caplog.at_level("INFO", logger="prac_lth"):
+        import logging
+        logging.getLogger("prac_lth").propagate = True
+        data = dataset.load_data("fashionmnist", default)
+    assert data.source == fashion_dir
+    assert fashion_dir in caplog.text
+    check_fashion(data.train, data.test, TINY_TRAIN, TINY_TEST, seed=2)
+
+
+def test_fashion_fallback_can_be_asked_for_by_tools(tmp_path, fashion_dir: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """tools/demo.py asks for Debian's copy (or a download) behind its own folder option."""
+    monkeypatch.setattr(dataset, "FASHION_MNIST_SYSTEM_DIR", fashion_dir)
+    train, test = dataset.load_fashion_mnist(str(tmp_path / "absent"), fallback=True)
+    check_fashion(train, test, TINY_TRAIN, TINY_TEST, seed=2)
+    with pytest.raises(UserError, match="does not exist"):
+        dataset.load_fashion_mnist(str(tmp_path / "absent"))
+
+
+def test_fashion_source_is_the_folder_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_system_fashion(monkeypatch, tmp_path)
+    root = tmp_path / "data"
+    datasets_on_disk.write_fashion_mnist(str(root / "FashionMNIST" / "raw"), 50, 20)
+    assert dataset.load_data("fashionmnist", str(root)).source == str(root / "FashionMNIST" / "raw")
 
 
 # ----------------------------------------------------------------------------- Tiny-ImageNet
@@ -240,6 +493,8 @@ def test_missing_data_when_download_fails_raises_user_error(tmp_path, monkeypatc
     no_system_fashion(monkeypatch, tmp_path)
     calls = forbid_download(monkeypatch)
     root = str(tmp_path / "nothing")
+    if name == "fashionmnist":  # it downloads into the default --data only
+        monkeypatch.setattr(dataset, "DEFAULT_DATA_DIR", root)
     with pytest.raises(UserError) as info:
         dataset.load_data(name, root)
     assert one_line(info.value)

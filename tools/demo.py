@@ -32,8 +32,11 @@ def write_idx(path: str, array: np.ndarray) -> None:
 
 
 def write_demo_data(source: str, target: str, train_images: int, test_images: int) -> None:
-    """The first images of Fashion-MNIST's train and test sets, in the idx.gz layout."""
-    train, test = load_fashion_mnist(source)
+    """The first images of Fashion-MNIST's train and test sets, in the idx.gz layout.
+
+    ``source`` may lack them: Debian's copy is then read, or they are downloaded into it.
+    """
+    train, test = load_fashion_mnist(source, fallback=True)
     os.makedirs(target, exist_ok=True)
     write_idx(os.path.join(target, "train-images-idx3-ubyte.gz"), train.images[:train_images, 0].numpy())
     write_idx(os.path.join(target, "train-labels-idx1-ubyte.gz"), train.labels[:train_images].numpy())

@@ -6,7 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/fashion_full}
 PY=.venv/bin/python
-COMMON="--data data/fashionmnist --dataset fashionmnist --arch res20s --split_file npy_files/fashionmnist-train-val.npy
+# --data must hold the files it names: Debian's copy when installed, else data/fashionmnist
+# (downloaded there through torchvision when absent)
+DATA=/usr/share/datasets/fashion-mnist
+if [ ! -e $DATA/train-images-idx3-ubyte.gz ] && [ ! -e $DATA/train-images-idx3-ubyte ]; then
+    DATA=data/fashionmnist
+    $PY -c "import dataset; dataset.load_fashion_mnist('$DATA', fallback=True)"
+fi
+COMMON="--data $DATA --dataset fashionmnist --arch res20s --split_file npy_files/fashionmnist-train-val.npy
         --batch_size 128 --lr 0.1 --epochs 10 --decreasing_lr 5,8 --seed 1 --precision bf16 --no_progress --print_freq 1000"
 SEARCH="--pruning_times 4 --prune_type rewind_lt --rewind_epoch 1"
 $PY main_imp.py $COMMON $SEARCH --save_dir $OUT/imp
