@@ -580,12 +580,23 @@ def code_version() -> str:
         return "unknown"
 
 
+def software_versions() -> Dict[str, Any]:
+    """What a seeded rerun must match to give identical numbers (besides device and precision)."""
+    import platform
+
+    import numpy
+    import torchvision
+    return {"torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
 def save_run_info(path: str, script: str, config: Mapping[str, Any], device: str,
                   extra: Optional[Mapping[str, Any]] = None) -> None:
     """Saves what produced a run: script, arguments, working folder, code and torch versions,
     and ``extra`` facts found while starting it (e.g. ``data_source``, the folder read)."""
     info = {"script": script, "arguments": dict(config), "cwd": os.getcwd(), "code_version": code_version(),
-            "torch": torch.__version__, "device": device, "command": " ".join(sys.argv), **dict(extra or {})}
+            "torch": torch.__version__, "device": device, "command": " ".join(sys.argv),
+            **software_versions(), **dict(extra or {})}
     atomic_write(path, lambda handle: json.dump(info, handle, indent=2, default=str), mode="w")
 
 

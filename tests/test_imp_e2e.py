@@ -103,6 +103,9 @@ def test_files_written(imp_run: Dict[str, Any]) -> None:
     with open(os.path.join(save_dir, "args.json")) as handle:
         info = json.load(handle)
     assert info["arguments"]["rewind_epoch"] == imp_run["rewind_epoch"]
+    # what a seeded rerun must match to be identical (README, "Reproducibility")
+    assert info["threads"] == torch.get_num_threads() and info["torch"] == torch.__version__
+    assert {"numpy", "torchvision", "python", "device"} <= set(info)
     for k in range(ROUNDS):
         with open(os.path.join(save_dir, f"{k}net_train.png"), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
