@@ -7,12 +7,16 @@ from runners import run_imp
 from utils import run_cli
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Iterative magnitude pruning (IMP)")
     add_common_args(parser, lr_default=0.01)
     add_resume_args(parser)
     add_pruning_args(parser, prune_types=["lt", "pt", "rewind_lt"], random_prune=True)
-    run_imp(config_from_args(parser.parse_args(argv)))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_imp(config_from_args(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

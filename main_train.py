@@ -7,12 +7,16 @@ from runners import run_retrain
 from utils import run_cli
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Retrain a lottery ticket")
     add_common_args(parser, lr_default=0.1)
     add_resume_args(parser)
     add_retrain_args(parser)
-    run_retrain(config_from_args(parser.parse_args(argv)))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_retrain(config_from_args(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

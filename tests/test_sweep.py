@@ -1,0 +1,144 @@
+"""sweep.py: methods x seeds as the scripts' own commands, retraining, relaunch and resume.
+
+One small sweep (imp, prac, random x 2 seeds, final tickets retrained, two runs at a time)
+is made once; the tests read its folder. Runs are subprocesses with one thread each.
+"""
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+
+from tests import datasets_on_disk
+from tests.conftest import REPO
+from tests.test_resume import assert_same_run
+from utils import load_checkpoint
+
+METHODS = ["imp", "prac", "random"]
+SEEDS = [0, 1]
+
+
+def sweep_flags(data: str, split: str) -> List[str]:
+    return ["--data", data, "--dataset", "fashionmnist", "--split_file", split, "--arch", "res20s",
+            "--epochs", "2", "--decreasing_lr", "1", "--pruning_times", "2", "--prune_type", "rewind_lt",
+            "--rewind_epoch", "1", "--lr", "0.1", "--batch_size", "64", "--no_progress", "--print_freq", "1000"]
+
+
+def run_sweep(args: List[str], flags: List[str], env: Dict[str, str] = None) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *args, "--", *flags],
+                          capture_output=True, text=True, cwd=REPO, env=environment, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    root = tmp_path_factory.mktemp("sweep_inputs")
+    data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), 200, 60)
+    split = str(root / "split.npy")
+    np.save(split, np.random.default_rng(5).permutation(200))
+    return {"root": root, "flags": sweep_flags(data, split)}
+
+
+@pytest.fixture(scope="module")
+def sweep(inputs: Dict[str, Any]) -> Dict[str, Any]:
+    out = str(inputs["root"] / "sweep")
+    result = run_sweep(["--methods", ",".join(METHODS), "--seeds", ",".join(map(str, SEEDS)), "--out", out,
+                        "--jobs", "2", "--no_report"], inputs["flags"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {"out": out, "stdout": result.stdout, "flags": inputs["flags"]}
+
+
+def arguments(folder: str) -> Dict[str, Any]:
+    with open(os.path.join(folder, "args.json")) as handle:
+        return json.load(handle)
+
+
+def test_every_method_and_seed_runs_as_the_scripts_own_command(sweep: Dict[str, Any]) -> None:
+    for method in METHODS:
+        for seed in SEEDS:
+            name = f"{method}-seed{seed}"
+            info = arguments(os.path.join(sweep["out"], "runs", name))
+            expected_script = "main_imp.py" if method == "imp" else "main_PrAC_imp.py"
+            assert os.path.basename(info["script"]) == expected_script
+            assert info["arguments"]["seed"] == seed
+            if method != "imp":
+                assert info["arguments"]["select"] == method
+            with open(os.path.join(sweep["out"], "logs", f"{name}.log")) as handle:
+                first = handle.readline()
+            assert first.startswith("$ ") and expected_script in first and f"--seed {seed}" in first
+            assert os.path.exists(os.path.join(sweep["out"], "runs", name, "final_ticket.pth.tar"))
+
+
+def test_final_tickets_are_retrained_from_their_run(sweep: Dict[str, Any]) -> None:
+    for method in METHODS:
+        for seed in SEEDS:
+            retrain_dir = os.path.join(sweep["out"], "retrain", f"{method}-seed{seed}-final")
+            info = arguments(retrain_dir)
+            ticket = os.path.join(sweep["out"], "runs", f"{method}-seed{seed}", "final_ticket.pth.tar")
+            assert info["arguments"]["init_dir"] == ticket == info["arguments"]["mask_dir"]
+            assert info["arguments"]["seed"] == seed
+            # main_train.py got only its own flags (a search flag would have made it exit 2)
+            assert "pruning_times" not in info["arguments"] or info["arguments"]["pruning_times"] == 16
+            assert os.path.exists(os.path.join(retrain_dir, "rounds.csv")) or \
+                os.path.exists(os.path.join(retrain_dir, "epochs.csv"))
+
+
+def test_the_cores_are_split_among_parallel_runs(sweep: Dict[str, Any]) -> None:
+    threads = arguments(os.path.join(sweep["out"], "runs", "imp-seed0"))["threads"]
+    assert threads == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_relaunch_skips_finished_runs(sweep: Dict[str, Any]) -> None:
+    log = os.path.join(sweep["out"], "logs", "prac-seed1.log")
+    before = os.path.getsize(log)
+    result = run_sweep(["--methods", ",".join(METHODS), "--seeds", ",".join(map(str, SEEDS)), "--out", sweep["out"],
+                        "--no_report"], sweep["flags"])
+    assert result.returncode == 0, result.stderr
+    assert "12 of 12 runs already finished" in result.stdout
+    assert os.path.getsize(log) == before
+
+
+def test_relaunch_with_other_flags_is_refused(sweep: Dict[str, Any]) -> None:
+    flags = [*sweep["flags"], "--momentum", "0.5"]
+    result = run_sweep(["--methods", "imp", "--seeds", "0", "--out", sweep["out"], "--no_report"], flags)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "holds a sweep with other flags" in result.stderr
+
+
+def test_a_run_killed_mid_sweep_is_resumed_by_relaunching(inputs: Dict[str, Any], sweep: Dict[str, Any]) -> None:
+    """The search dies after its 4th write; relaunching resumes it from its checkpoint and
+    ends exactly as in the uninterrupted sweep."""
+    out = str(inputs["root"] / "killed")
+    args = ["--methods", "prac", "--seeds", "1", "--out", out, "--no_report"]
+    killed = run_sweep(args, inputs["flags"], env={"PRAC_LTH_DIE_AFTER_WRITE": "4"})
+    assert killed.returncode == 2
+    assert "prac-seed1: exit code 17" in killed.stderr and "prac-seed1-retrain-final: not run" in killed.stderr
+    resumed = run_sweep(args, inputs["flags"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "start prac-seed1 (resuming)" in resumed.stdout
+    assert_same_run(os.path.join(sweep["out"], "runs", "prac-seed1"), os.path.join(out, "runs", "prac-seed1"))
+    reference = load_checkpoint(os.path.join(sweep["out"], "retrain", "prac-seed1-final", "checkpoint.pth.tar"))
+    again = load_checkpoint(os.path.join(out, "retrain", "prac-seed1-final", "checkpoint.pth.tar"))
+    for key, value in reference["state_dict"].items():
+        assert (value == again["state_dict"][key]).all(), key
+
+
+@pytest.mark.parametrize("args, flags, message", [
+    (["--methods", "imp,bogus"], [], "unknown method 'bogus'"),
+    (["--methods", "imp,imp"], [], "names something twice"),
+    (["--seeds", "0,x"], [], "must be comma-separated integers"),
+    (["--jobs", "0"], [], "--jobs 0 must be at least 1"),
+    ([], ["--seed", "3"], "--seed is set by the sweep"),
+    ([], ["--save_dir", "x"], "--save_dir is set by the sweep"),
+    ([], ["--no_such_flag", "1"], "--no_such_flag is not a flag of"),
+    (["--methods", "imp,prac"], ["--epochs", "2"], "give --lr after --"),
+    (["--methods", "prac"], ["--lr", "fast"], "main_PrAC_imp.py: argument --lr: invalid float value"),
+])
+def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: List[str], message: str) -> None:
+    result = run_sweep(["--out", str(tmp_path / "sweep"), *args], flags)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not os.path.exists(tmp_path / "sweep" / "runs")
