@@ -1,6 +1,9 @@
-"""Report on lottery-ticket runs: per-round tables, a steps comparison and plots.
+"""Report on lottery-ticket runs: per-round tables, a steps comparison and plots; over
+replicates, mean ± std per method and a verdict against IMP.
 
+    python report.py SWEEP_DIR [--out OUT_DIR]
     python report.py RUN_DIR [RUN_DIR ...] [--retrain DIR ...] [--out OUT_DIR] [--name LABEL ...]
+                     [--replicates | --per_run]
 
 Each RUN_DIR is the --save_dir of a main_imp.py or main_PrAC_imp.py run (its rounds.csv and
 args.json are read). Retraining runs (main_train.py) are matched to the round whose ticket
@@ -13,8 +16,20 @@ folder up to two levels below a run's parent whose args.json points into that ru
 Semantics: a round-k row holds what round k trained, at the density round k trained at, and
 ``{k}checkpoint.pth.tar`` holds that round's mask, so its retraining belongs to the same row.
 
-Writes report.md, one CSV per run, summary.csv and three PNGs into --out (default: the first
-run's parent folder / report) and prints the tables and the file paths.
+Two reports:
+- per run (one seed per method, or --per_run): report.md, one CSV per run, summary.csv and
+  three PNGs (accuracy vs weights, cumulative steps, training examples per round);
+- replicates (a sweep folder: SWEEP/sweep.json, SWEEP/runs/*, SWEEP/retrain/*; or run folders
+  where a method has several seeds; or --replicates): runs grouped by method and seed as their
+  args.json says (main_imp.py is "imp", main_PrAC_imp.py its --select rule), never by folder
+  name. report.md, aggregate.csv (per method and round: n, mean, std), verdict.csv (each
+  method against IMP, random against PrAC: the accuracy difference with a paired 95%
+  t-interval, and the cost in % of the reference's training steps), runs.csv (every run's
+  values) and accuracy_vs_weights.png, accuracy_vs_steps.png, set_size.png.
+
+--out (default SWEEP/report, or report/ beside the first run) is replaced whole by each call:
+the files are written to a temporary folder that is then swapped in. The tables are printed
+after the files are written; a reader that stops early (``| head``) ends the program quietly.
 """
 import argparse
 import csv
@@ -1161,7 +1176,8 @@ def replicate_markdown(report: ReplicateReport, plot_paths: Sequence[str]) -> st
              "it trained at; the retrained-ticket accuracy is main_train.py on that round's ticket (the "
              "last round: the final ticket), test accuracy at its best validation epoch; the search "
              "accuracy is the round's own test accuracy at its best validation epoch. Cumulative steps "
-             "count SGD iterations through the round. Accuracies in %; ± is one sample standard "
+             "count the search's SGD iterations through the round (the final ticket's row: through the "
+             "last round; retraining is not counted). Accuracies in %; ± is one sample standard "
              "deviation over runs, (n) the number of runs with a value.", "",
              "The verdict: per round, mean(method − reference) of the accuracy, paired by seed when "
              "the two methods share seeds (else the difference of means with Welch's degrees of "
@@ -1169,7 +1185,8 @@ def replicate_markdown(report: ReplicateReport, plot_paths: Sequence[str]) -> st
              "unknown. The cost is the method's cumulative training steps through the same round in "
              "% of the reference's (same seed), mean ± std over seeds.", "",
              replicate_tables_markdown(report), "", "## Plots", "",
-             "Bands are ± one standard deviation over seeds (none where a method has one run).", ""]
+             "Error bars and bands are ± one sample standard deviation over seeds (none where a "
+             "method has one run), not confidence intervals.", ""]
     parts += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})\n" for p in plot_paths]
     if report.notes:
         parts += ["## Notes", "", *[f"- {note}" for note in report.notes]]
@@ -1189,10 +1206,13 @@ RUNS_COLUMNS: List[Tuple[str, str]] = [(name, "") for name in (
 
 def _band_plot(axes: Axes, xs: Sequence[float], means: Sequence[float], stds: Sequence[Optional[float]],
                index: int, label: str, marker: str = "o", line: str = "-") -> None:
-    """A mean line with a ± std band where there is a std."""
+    """A mean line with ± std error bars and, between two or more such points, a band."""
     axes.plot(xs, means, marker=marker, linestyle=line, color=_color(index), label=label)
     banded = [(x, m, s) for x, m, s in zip(xs, means, stds) if s is not None]
     if banded:
+        axes.errorbar([x for x, _, _ in banded], [m for _, m, _ in banded], yerr=[s for _, _, s in banded],
+                      fmt="none", ecolor=_color(index), capsize=3, alpha=0.6)
+    if len(banded) > 1:
         axes.fill_between([x for x, _, _ in banded], [m - s for _, m, s in banded],
                           [m + s for _, m, s in banded], color=_color(index), alpha=0.2, linewidth=0)
 
