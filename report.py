@@ -906,9 +906,8 @@ class Difference:
 
     def interval_text(self) -> str:
         if self.low is None or self.high is None:
-            seeds = self.n if self.paired else min(self.n, self.n_reference)
-            return f"interval unknown ({seeds} seed{'s' if seeds != 1 else ''})" if seeds == 1 else \
-                "interval unknown (fewer than 2 seeds on one side)"
+            seeds = self.n if self.paired else min(self.n, self.n_reference)  # < 2 here
+            return f"interval unknown ({seeds} seed)"
         return f"95% CI {signed(self.low)} to {signed(self.high)}"
 
     def n_text(self) -> str:
