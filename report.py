@@ -1,6 +1,9 @@
-"""Report on lottery-ticket runs: per-round tables, a steps comparison and plots.
+"""Report on lottery-ticket runs: per-round tables, a steps comparison and plots; over
+replicates, mean ± std per method and a verdict against IMP.
 
+    python report.py SWEEP_DIR [--out OUT_DIR]
     python report.py RUN_DIR [RUN_DIR ...] [--retrain DIR ...] [--out OUT_DIR] [--name LABEL ...]
+                     [--replicates | --per_run]
 
 Each RUN_DIR is the --save_dir of a main_imp.py or main_PrAC_imp.py run (its rounds.csv and
 args.json are read). Retraining runs (main_train.py) are matched to the round whose ticket
@@ -13,24 +16,39 @@ folder up to two levels below a run's parent whose args.json points into that ru
 Semantics: a round-k row holds what round k trained, at the density round k trained at, and
 ``{k}checkpoint.pth.tar`` holds that round's mask, so its retraining belongs to the same row.
 
-Writes report.md, one CSV per run, summary.csv and three PNGs into --out (default: the first
-run's parent folder / report) and prints the tables and the file paths.
+Two reports:
+- per run (one seed per method, or --per_run): report.md, one CSV per run, summary.csv and
+  three PNGs (accuracy vs weights, cumulative steps, training examples per round);
+- replicates (a sweep folder: SWEEP/sweep.json, SWEEP/runs/*, SWEEP/retrain/*; or run folders
+  where a method has several seeds; or --replicates): runs grouped by method and seed as their
+  args.json says (main_imp.py is "imp", main_PrAC_imp.py its --select rule), never by folder
+  name. report.md, aggregate.csv (per method and round: n, mean, std), verdict.csv (each
+  method against IMP, random against PrAC: the accuracy difference with a paired 95%
+  t-interval, and the cost in % of the reference's training steps), runs.csv (every run's
+  values) and accuracy_vs_weights.png, accuracy_vs_steps.png, set_size.png.
+
+--out (default SWEEP/report, or report/ beside the first run) is replaced whole by each call:
+the files are written to a temporary folder that is then swapped in. The tables are printed
+after the files are written; a reader that stops early (``| head``) ends the program quietly.
 """
 import argparse
 import csv
 import json
 import os
+import math
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from utils import ROUND_FIELDS, RunPaths, UserError, run_cli
+from utils import ROUND_FIELDS, TEMP_PREFIX, RunPaths, UserError, current_umask, run_cli
 
 # A retraining run and the round it matches must agree on the density to this many
 # percentage points (rounds.csv keeps 6 significant digits).
@@ -38,6 +56,9 @@ DENSITY_TOLERANCE = 0.01
 RETRAIN_SUFFIX = "_retrain"
 ROUND_CHECKPOINT = re.compile(r"^(\d+)(?:checkpoint\.pth\.tar|model_SA_best\.pth\.tar)$")
 FINAL_TICKET = os.path.basename(RunPaths("").final_ticket())
+IMP_SCRIPT = "main_imp.py"
+IMP_METHOD = "imp"
+DEFAULT_SELECT = "prac"
 PLOT_ACCURACY = "accuracy_vs_weights.png"
 PLOT_STEPS = "cumulative_steps.png"
 PLOT_EXAMPLES = "train_examples.png"
@@ -97,6 +118,8 @@ class Run:
     kind: str                       # "IMP" or "PrAC"
     arguments: Dict[str, Any]
     rounds: List[RoundResult]
+    method: str = ""                # imp, prac, random, ... (from args.json's script and --select)
+    seed: Optional[int] = None
 
     @property
     def final_round(self) -> int:
@@ -115,6 +138,7 @@ class RetrainRun:
     path: str                       # absolute
     arguments: Dict[str, Any]
     result: RoundResult
+    ticket: Dict[str, Any] = field(default_factory=dict)  # args.json's "ticket" record (absolute paths)
 
 
 @dataclass(frozen=True)
@@ -165,8 +189,8 @@ def read_rounds(run_dir: str) -> List[RoundResult]:
     return [by_round[number] for number in sorted(by_round)]
 
 
-def read_arguments(run_dir: str) -> Dict[str, Any]:
-    """The ``arguments`` of ``run_dir/args.json``; {} when the file is absent."""
+def read_run_info(run_dir: str) -> Dict[str, Any]:
+    """The whole ``run_dir/args.json`` (script, arguments, ticket, ...); {} when the file is absent."""
     path = RunPaths(run_dir).run_info
     if not os.path.isfile(path):
         return {}
@@ -175,8 +199,34 @@ def read_arguments(run_dir: str) -> Dict[str, Any]:
             info = json.load(handle)
     except (OSError, ValueError) as error:
         raise UserError(f"{path} is not readable JSON ({error})") from None
-    arguments = info.get("arguments") if isinstance(info, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def read_arguments(run_dir: str) -> Dict[str, Any]:
+    """The ``arguments`` of ``run_dir/args.json``; {} when the file is absent."""
+    arguments = read_run_info(run_dir).get("arguments")
     return dict(arguments) if isinstance(arguments, dict) else {}
+
+
+def run_method(info: Dict[str, Any], kind: str) -> str:
+    """A run's method, from what args.json says produced it (never from its folder name):
+    main_imp.py is "imp"; main_PrAC_imp.py is its --select rule (prac, random, ...). An
+    args.json without a script (hand-made) falls back to the run's kind. Every script's
+    arguments hold ``select``, so it alone does not tell IMP from PrAC."""
+    script = os.path.basename(str(info.get("script") or ""))
+    arguments = info.get("arguments") if isinstance(info.get("arguments"), dict) else {}
+    if script == IMP_SCRIPT or (not script and kind == "IMP"):
+        return IMP_METHOD
+    return str(arguments.get("select") or DEFAULT_SELECT)
+
+
+def run_seed(arguments: Dict[str, Any]) -> Optional[int]:
+    """The run's --seed, or None when it ran unseeded (it then pairs with no other run)."""
+    seed = arguments.get("seed")
+    try:
+        return int(seed) if seed is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def is_retrain_arguments(arguments: Dict[str, Any]) -> bool:
@@ -193,10 +243,13 @@ def load_run(run_dir: str, label: str) -> Run:
     """Reads an IMP / PrAC run folder; a retraining run given here is a UserError."""
     path = os.path.abspath(run_dir)
     rounds = read_rounds(run_dir)
+    info = read_run_info(run_dir)
     arguments = read_arguments(run_dir)
     if is_retrain_arguments(arguments):
         raise UserError(f"{run_dir} is a main_train.py (retraining) run; pass it with --retrain {run_dir}")
-    return Run(path=path, label=label, kind=run_kind(run_dir), arguments=arguments, rounds=rounds)
+    kind = run_kind(run_dir)
+    return Run(path=path, label=label, kind=kind, arguments=arguments, rounds=rounds,
+               method=run_method(info, kind), seed=run_seed(arguments))
 
 
 def load_retrain(run_dir: str) -> RetrainRun:
@@ -207,7 +260,9 @@ def load_retrain(run_dir: str) -> RetrainRun:
     if arguments and not is_retrain_arguments(arguments):
         raise UserError(f"--retrain {run_dir} is not a main_train.py run (its args.json has no "
                         "--init_dir / --mask_dir); pass IMP / PrAC runs as RUN_DIR")
-    return RetrainRun(path=os.path.abspath(run_dir), arguments=arguments, result=rounds[-1])
+    ticket = read_run_info(run_dir).get("ticket")
+    return RetrainRun(path=os.path.abspath(run_dir), arguments=arguments, result=rounds[-1],
+                      ticket=dict(ticket) if isinstance(ticket, dict) else {})
 
 
 def default_labels(run_dirs: Sequence[str]) -> List[str]:
@@ -261,6 +316,9 @@ def recorded_folders(retrain: RetrainRun, key: str) -> List[str]:
         return []
     folders = [os.path.realpath(os.path.dirname(os.path.join(base, recorded)))
                for base in recorded_path_bases(retrain)]
+    absolute = retrain.ticket.get(key)  # main_train.py also records the absolute path
+    if absolute and os.path.isabs(str(absolute)):
+        folders.insert(0, os.path.realpath(os.path.dirname(str(absolute))))
     return list(dict.fromkeys(folders))
 
 
@@ -723,34 +781,624 @@ def write_report(report: Report, out_dir: str) -> List[str]:
     return report.files
 
 
+# ============================================================================ replicates
+# A sweep folder (sweep.py): SWEEP/sweep.json, SWEEP/runs/<run>/ (search runs),
+# SWEEP/retrain/<run>-<final|k>/ (main_train.py on their tickets). Folder names carry no
+# meaning here: method and seed come from each run's args.json.
+SWEEP_INFO = "sweep.json"
+SWEEP_RUNS = "runs"
+SWEEP_RETRAIN = "retrain"
+REPORT_FOLDER = "report"
+REPORT_MARKDOWN = "report.md"
+RANDOM_METHOD = "random"
+PLOT_ACCURACY_STEPS = "accuracy_vs_steps.png"
+PLOT_SET_SIZE = "set_size.png"
+AGGREGATE_CSV = "aggregate.csv"
+VERDICT_CSV = "verdict.csv"
+RUNS_CSV = "runs.csv"
+METRIC_TITLES = {"retrained": "retrained-ticket test accuracy", "search": "search test accuracy"}
+
+# Two-sided 95% Student-t quantiles t(0.975; df) for df = 1..30; above 30 the normal 1.96.
+T_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+NORMAL_975 = 1.96
+
+SeedKey = Any  # a run's seed (int), or its path (str) when it ran unseeded: it pairs with nothing
+
+
+def t_quantile_975(df: int) -> float:
+    """t(0.975; df), the factor of a two-sided 95% interval; 1.96 for df > 30."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    return T_975[df - 1] if df <= len(T_975) else NORMAL_975
+
+
+@dataclass(frozen=True)
+class Stat:
+    """n, mean and sample standard deviation (None below two values) of some numbers."""
+
+    n: int
+    mean: Optional[float]
+    std: Optional[float]
+
+
+def describe(values: Sequence[float]) -> Stat:
+    values = [float(v) for v in values]
+    return Stat(n=len(values), mean=mean(values) if values else None,
+                std=stdev(values) if len(values) > 1 else None)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One run's values at one round (one sparsity)."""
+
+    method: str
+    seed: SeedKey
+    run: str                        # the run folder
+    round: int
+    remaining_weights: float
+    search_acc: Cell
+    retrained_acc: Cell
+    cumulative_steps: Cell          # through this round (the final ticket: through the last round)
+    train_examples: Cell
+    forgetting_part: Cell
+    pruning_aware_part: Cell
+
+    def metric(self, name: str) -> Cell:
+        return self.retrained_acc if name == "retrained" else self.search_acc
+
+
+def replicates_of(table: RunTable) -> List[Replicate]:
+    """The rows of a run's table as replicates of its method, keyed by its seed."""
+    run = table.run
+    key: SeedKey = run.seed if run.seed is not None else run.path
+    found = []
+    for row in table.rows:
+        number = int(row["round"])
+        trained = run.round_result(number)
+        found.append(Replicate(
+            method=run.method, seed=key, run=run.path, round=number, remaining_weights=float(row["remaining_weights"]),
+            search_acc=row["test_acc_at_best_val"], retrained_acc=row["retrained_test_acc"],
+            cumulative_steps=float(cumulative_steps_through(run, number)),
+            train_examples=row["train_examples"],
+            forgetting_part=trained.forgetting_part if trained else None,
+            pruning_aware_part=trained.pruning_aware_part if trained else None))
+    return found
+
+
+AGGREGATE_FIELDS = ("retrained_acc", "search_acc", "cumulative_steps", "train_examples",
+                    "forgetting_part", "pruning_aware_part")
+
+
+def aggregate(replicates: Sequence[Replicate]) -> List[Dict[str, Any]]:
+    """One row per method and round: n runs, mean remaining weights, and n / mean / std of
+    each of :data:`AGGREGATE_FIELDS` over the runs that have it."""
+    groups: Dict[Tuple[str, int], List[Replicate]] = {}
+    for replicate in replicates:
+        groups.setdefault((replicate.method, replicate.round), []).append(replicate)
+    rows = []
+    for (method, number), group in sorted(groups.items(), key=lambda item: (method_order(item[0][0]), item[0][1])):
+        row: Dict[str, Any] = {"method": method, "round": number, "runs": len(group),
+                               "remaining_weights": mean(r.remaining_weights for r in group)}
+        for name in AGGREGATE_FIELDS:
+            stat = describe([getattr(r, name) for r in group if getattr(r, name) is not None])
+            row.update({f"{name}_n": stat.n, f"{name}_mean": stat.mean, f"{name}_std": stat.std})
+        rows.append(row)
+    return rows
+
+
+def method_order(method: str) -> Tuple[int, str]:
+    """IMP first, then PrAC, then random, then the other rules by name."""
+    return ({IMP_METHOD: 0, DEFAULT_SELECT: 1, RANDOM_METHOD: 2}.get(method, 3), method)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(a − b) with its two-sided 95% t-interval (None when unknown)."""
+
+    paired: bool
+    n: int                          # pairs (paired), else runs of a
+    n_reference: int                # pairs (paired), else runs of b
+    mean: float
+    low: Optional[float]
+    high: Optional[float]
+
+    def interval_text(self) -> str:
+        if self.low is None or self.high is None:
+            seeds = self.n if self.paired else min(self.n, self.n_reference)  # < 2 here
+            return f"interval unknown ({seeds} seed)"
+        return f"95% CI {signed(self.low)} to {signed(self.high)}"
+
+    def n_text(self) -> str:
+        return (f"n={self.n} seed{'s' if self.n != 1 else ''}, paired by seed" if self.paired else
+                f"n={self.n} vs {self.n_reference} runs, unpaired")
+
+
+def signed(value: float, decimals: int = 2) -> str:
+    """'+0.60' / '−1.20' (a true minus sign, for text; CSVs keep plain numbers)."""
+    text = f"{value:+.{decimals}f}"
+    return text.replace("-", "−")
+
+
+def difference(a: Dict[SeedKey, float], b: Dict[SeedKey, float]) -> Difference:
+    """mean(a − b) over the seeds both have (paired), or, when fewer than two seeds are
+    shared (and not one each of the same seed), the difference of means with Welch's
+    interval (unpaired). The interval is mean ± t(0.975; df)·standard error."""
+    common = [key for key in a if key in b and not isinstance(key, str)]
+    if len(common) >= 2 or (len(common) == 1 and len(a) == len(b) == 1):
+        diffs = [a[key] - b[key] for key in common]
+        center = mean(diffs)
+        if len(diffs) < 2:
+            return Difference(True, len(diffs), len(diffs), center, None, None)
+        half = t_quantile_975(len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
+        return Difference(True, len(diffs), len(diffs), center, center - half, center + half)
+    center = mean(a.values()) - mean(b.values())
+    if len(a) < 2 or len(b) < 2:
+        return Difference(False, len(a), len(b), center, None, None)
+    var_a, var_b = stdev(a.values()) ** 2 / len(a), stdev(b.values()) ** 2 / len(b)
+    if var_a + var_b == 0:
+        return Difference(False, len(a), len(b), center, center, center)
+    df = (var_a + var_b) ** 2 / (var_a ** 2 / (len(a) - 1) + var_b ** 2 / (len(b) - 1))
+    half = t_quantile_975(max(1, int(df))) * math.sqrt(var_a + var_b)  # df rounded down: wider
+    return Difference(False, len(a), len(b), center, center - half, center + half)
+
+
+def cost_ratio(a: Dict[SeedKey, float], b: Dict[SeedKey, float]) -> Stat:
+    """a's cumulative steps in % of b's, per seed of a (against b's run of the same seed,
+    else b's mean), then mean ± std over a's seeds."""
+    if not b:
+        return describe([])
+    reference = mean(b.values())
+    ratios = [100.0 * steps / (b.get(key, reference)) for key, steps in a.items() if b.get(key, reference) > 0]
+    return describe(ratios)
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """Method against reference at one round (sparsity)."""
+
+    method: str
+    reference: str
+    round: int
+    remaining_weights: float
+    metric: str                     # "retrained" or "search"
+    difference: Difference
+    cost: Stat                      # method's cumulative steps in % of reference's, through the round
+
+    def summary(self) -> str:
+        """Accuracy and cost in one line (never cost alone)."""
+        what = METRIC_TITLES[self.metric]
+        accuracy = (f"{signed(self.difference.mean)} points of {what} "
+                    f"({self.difference.interval_text()}, {self.difference.n_text()})")
+        if self.cost.mean is None:
+            cost = f"for an unknown share of {self.reference}'s training steps (none recorded)"
+        elif self.cost.std is None:
+            cost = f"for {self.cost.mean:.0f}% of {self.reference}'s training steps"
+        else:
+            cost = f"for {self.cost.mean:.0f}% ± {self.cost.std:.0f}% of {self.reference}'s training steps"
+        return (f"{self.method} vs {self.reference} at {self.remaining_weights:.1f}% weights "
+                f"(round {self.round}): {accuracy} {cost}")
+
+
+def comparisons(methods: Sequence[str]) -> List[Tuple[str, str]]:
+    """(method, reference) pairs: every other method against IMP, and random against PrAC
+    (does it matter *which* examples a round trains on?)."""
+    pairs = [(method, IMP_METHOD) for method in methods if method != IMP_METHOD]
+    if DEFAULT_SELECT in methods and RANDOM_METHOD in methods:
+        pairs.append((RANDOM_METHOD, DEFAULT_SELECT))
+    return pairs
+
+
+def by_seed(replicates: Sequence[Replicate], value: Callable[[Replicate], Cell]) -> Dict[SeedKey, float]:
+    """Seed → value (the mean where one seed has several runs), for the replicates that have one."""
+    grouped: Dict[SeedKey, List[float]] = {}
+    for replicate in replicates:
+        found = value(replicate)
+        if found is not None:
+            grouped.setdefault(replicate.seed, []).append(float(found))
+    return {key: mean(values) for key, values in grouped.items()}
+
+
+def verdict(replicates: Sequence[Replicate], method: str, reference: str,
+            notes: List[str]) -> List[VerdictRow]:
+    """Per round both methods reached: the accuracy difference and the cost ratio. Retrained-
+    ticket accuracy when both methods have some, else the search rounds' test accuracy."""
+    mine = [r for r in replicates if r.method == method]
+    theirs = [r for r in replicates if r.method == reference]
+    retrained_rounds = ({r.round for r in mine if r.retrained_acc is not None} &
+                        {r.round for r in theirs if r.retrained_acc is not None})
+    metric = "retrained" if retrained_rounds else "search"
+    rows = []
+    for number in sorted({r.round for r in mine} & {r.round for r in theirs}):
+        a = [r for r in mine if r.round == number]
+        b = [r for r in theirs if r.round == number]
+        acc_a, acc_b = by_seed(a, lambda r: r.metric(metric)), by_seed(b, lambda r: r.metric(metric))
+        if not acc_a or not acc_b:
+            continue
+        density_a, density_b = mean(r.remaining_weights for r in a), mean(r.remaining_weights for r in b)
+        if abs(density_a - density_b) > DENSITY_TOLERANCE:
+            notes.append(f"round {number}: {method} trained at {density_a:.2f}% weights, {reference} at "
+                         f"{density_b:.2f}%; not compared")
+            continue
+        rows.append(VerdictRow(method=method, reference=reference, round=number, remaining_weights=density_a,
+                               metric=metric, difference=difference(acc_a, acc_b),
+                               cost=cost_ratio(by_seed(a, lambda r: r.cumulative_steps),
+                                               by_seed(b, lambda r: r.cumulative_steps))))
+    return rows
+
+
+# ---------------------------------------------------------------------------- replicate tables
+def mean_std_text(mean_value: Optional[float], std_value: Optional[float], n: int, decimals: int = 2,
+                  show_n: bool = True) -> str:
+    """'81.20 ± 0.40 (3)'; '' when there is no value."""
+    if mean_value is None:
+        return ""
+    text = f"{mean_value:,.{decimals}f}"
+    if std_value is not None:
+        text += f" ± {std_value:,.{decimals}f}"
+    return text + (f" ({n})" if show_n else "")
+
+
+def aggregate_markdown(rows: Sequence[Dict[str, Any]]) -> str:
+    header = ("| method | round | remaining weights (%) | runs | retrained-ticket test acc (%) | "
+              "search test acc (%) | cumulative steps | training examples |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        cells = [row["method"], str(row["round"]), f"{row['remaining_weights']:.2f}", str(row["runs"]),
+                 mean_std_text(row["retrained_acc_mean"], row["retrained_acc_std"], row["retrained_acc_n"]),
+                 mean_std_text(row["search_acc_mean"], row["search_acc_std"], row["search_acc_n"]),
+                 mean_std_text(row["cumulative_steps_mean"], row["cumulative_steps_std"],
+                               row["cumulative_steps_n"], 0, show_n=False),
+                 mean_std_text(row["train_examples_mean"], row["train_examples_std"], row["train_examples_n"], 0,
+                               show_n=False)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict_record(row: VerdictRow) -> Dict[str, Any]:
+    d = row.difference
+    return {"method": row.method, "reference": row.reference, "round": row.round,
+            "remaining_weights": row.remaining_weights, "metric": row.metric,
+            "paired": d.paired, "n": d.n, "n_reference": d.n_reference, "difference_mean": d.mean,
+            "ci95_low": d.low, "ci95_high": d.high, "steps_percent_mean": row.cost.mean,
+            "steps_percent_std": row.cost.std, "steps_percent_n": row.cost.n}
+
+
+def verdict_markdown(rows: Sequence[VerdictRow]) -> str:
+    first = rows[0]
+    title = (f"### {first.method} − {first.reference}: {METRIC_TITLES[first.metric]} "
+             f"(points), and {first.method}'s training steps in % of {first.reference}'s")
+    lines = [title, "", "| round | remaining weights (%) | difference (points) | 95% CI | n | "
+             f"steps (% of {first.reference}) |", "|---:|---:|---:|---|---|---:|"]
+    for row in rows:
+        d = row.difference
+        interval = ("unknown" if d.low is None or d.high is None else f"{signed(d.low)} to {signed(d.high)}")
+        cost = mean_std_text(row.cost.mean, row.cost.std, row.cost.n, 0, show_n=False)
+        lines.append(f"| {row.round} | {row.remaining_weights:.2f} | {signed(d.mean)} | {interval} | "
+                     f"{d.n_text()} | {cost} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class ReplicateReport:
+    """The replicates report: runs grouped by method, aggregates and the verdict."""
+
+    runs: List[Run]
+    tables: List[RunTable]
+    replicates: List[Replicate]
+    aggregate: List[Dict[str, Any]]
+    verdicts: List[List[VerdictRow]]
+    summaries: List[str]
+    notes: List[str]
+    markdown: str = ""
+    files: List[str] = field(default_factory=list)
+
+
+def is_sweep_dir(folder: str) -> bool:
+    """A sweep.py folder: it has sweep.json or a runs/ folder."""
+    return os.path.isfile(os.path.join(folder, SWEEP_INFO)) or os.path.isdir(os.path.join(folder, SWEEP_RUNS))
+
+
+def sweep_run_dirs(sweep: str, notes: List[str]) -> List[str]:
+    """The finished search runs in SWEEP/runs; unfinished ones go to ``notes``."""
+    found = []
+    for folder in _subfolders(os.path.join(sweep, SWEEP_RUNS)):
+        if not os.path.isfile(RunPaths(folder).rounds_csv):
+            notes.append(f"{folder} has no finished round yet; left out")
+        elif is_retrain_arguments(read_arguments(folder)):
+            notes.append(f"{folder} is a retraining run inside {SWEEP_RUNS}/; left out")
+        else:
+            found.append(folder)
+    if not found:
+        raise UserError(f"{sweep} holds no finished run in {os.path.join(sweep, SWEEP_RUNS)}")
+    return found
+
+
+def build_replicate_report(run_dirs: Sequence[str], retrain_dirs: Sequence[str] = (),
+                           notes: Optional[List[str]] = None) -> ReplicateReport:
+    """Reads the runs (and their retraining runs), groups them by method and computes the
+    aggregates, the verdicts and their summary lines."""
+    notes = list(notes or [])
+    runs = [load_run(path, "") for path in run_dirs]
+    for run in runs:
+        run.label = f"{run.method}-seed{run.seed}"
+    matches = collect_retrains(runs, retrain_dirs, notes)
+    tables = [build_table(run, [m for m in matches if m.run_index == index]) for index, run in enumerate(runs)]
+    replicates = [replicate for table in tables for replicate in replicates_of(table)]
+    methods = sorted({run.method for run in runs}, key=method_order)
+    for method in methods:
+        seeds = [run.seed for run in runs if run.method == method]
+        repeated = sorted({s for s in seeds if s is not None and seeds.count(s) > 1})
+        if repeated:
+            notes.append(f"{method} has several runs with seed {', '.join(map(str, repeated))}; "
+                         "their values are averaged per seed in the verdict")
+    verdicts: List[List[VerdictRow]] = []
+    summaries: List[str] = []
+    if IMP_METHOD not in methods:
+        summaries.append(f"no {IMP_METHOD} runs among the runs ({', '.join(methods)}): no verdict, "
+                         f"which compares each method with {IMP_METHOD}")
+    else:
+        for method, reference in comparisons(methods):
+            rows = verdict(replicates, method, reference, notes)
+            if rows:
+                verdicts.append(rows)
+                summaries.append(rows[-1].summary())
+            else:
+                summaries.append(f"{method} vs {reference}: no round both finished with an accuracy to compare")
+    return ReplicateReport(runs=runs, tables=tables, replicates=replicates, aggregate=aggregate(replicates),
+                           verdicts=verdicts, summaries=summaries, notes=notes)
+
+
+def replicate_tables_markdown(report: ReplicateReport) -> str:
+    """What is printed: the runs per method, the aggregate table, the verdict and its summary."""
+    methods = sorted({run.method for run in report.runs}, key=method_order)
+    listing = []
+    for method in methods:
+        seeds = [run.seed for run in report.runs if run.method == method]
+        listing.append(f"- {method}: {len(seeds)} run{'s' if len(seeds) != 1 else ''}, seeds "
+                       + ", ".join("unseeded" if s is None else str(s) for s in seeds))
+    parts = ["## Runs by method (from each run's args.json)", "", *listing, "",
+             "## Per method and round: mean ± std (n runs)", "", aggregate_markdown(report.aggregate), "",
+             "## Verdict", ""]
+    parts += [f"- {line}" for line in report.summaries]
+    for rows in report.verdicts:
+        parts += ["", verdict_markdown(rows)]
+    return "\n".join(parts)
+
+
+def replicate_markdown(report: ReplicateReport, plot_paths: Sequence[str]) -> str:
+    """The whole report.md of the replicates report."""
+    parts = ["# Lottery-ticket report: replicates", "",
+             "Runs are grouped by method (main_imp.py is imp; main_PrAC_imp.py is its --select rule) and "
+             "by seed, both read from args.json. A round-k row holds what round k trained, at the density "
+             "it trained at; the retrained-ticket accuracy is main_train.py on that round's ticket (the "
+             "last round: the final ticket), test accuracy at its best validation epoch; the search "
+             "accuracy is the round's own test accuracy at its best validation epoch. Cumulative steps "
+             "count the search's SGD iterations through the round (the final ticket's row: through the "
+             "last round; retraining is not counted). Accuracies in %; ± is one sample standard "
+             "deviation over runs, (n) the number of runs with a value.", "",
+             "The verdict: per round, mean(method − reference) of the accuracy, paired by seed when "
+             "the two methods share seeds (else the difference of means with Welch's degrees of "
+             "freedom), with a two-sided 95% Student-t interval; with one seed the interval is "
+             "unknown. The cost is the method's cumulative training steps through the same round in "
+             "% of the reference's (same seed), mean ± std over seeds.", "",
+             replicate_tables_markdown(report), "", "## Plots", "",
+             "Error bars and bands are ± one sample standard deviation over seeds (none where a "
+             "method has one run), not confidence intervals.", ""]
+    parts += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})\n" for p in plot_paths]
+    if report.notes:
+        parts += ["## Notes", "", *[f"- {note}" for note in report.notes]]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+AGGREGATE_COLUMNS: List[Tuple[str, str]] = (
+    [("method", ""), ("round", ""), ("remaining_weights", ""), ("runs", "")]
+    + [(f"{name}_{part}", "") for name in AGGREGATE_FIELDS for part in ("n", "mean", "std")])
+VERDICT_COLUMNS: List[Tuple[str, str]] = [(name, "") for name in (
+    "method", "reference", "round", "remaining_weights", "metric", "paired", "n", "n_reference",
+    "difference_mean", "ci95_low", "ci95_high", "steps_percent_mean", "steps_percent_std", "steps_percent_n")]
+RUNS_COLUMNS: List[Tuple[str, str]] = [(name, "") for name in (
+    "method", "seed", "run", "round", "remaining_weights", "train_examples", "forgetting_part",
+    "pruning_aware_part", "cumulative_steps", "search_acc", "retrained_acc")]
+
+
+def _band_plot(axes: Axes, xs: Sequence[float], means: Sequence[float], stds: Sequence[Optional[float]],
+               index: int, label: str, marker: str = "o", line: str = "-") -> None:
+    """A mean line with ± std error bars and, between two or more such points, a band."""
+    axes.plot(xs, means, marker=marker, linestyle=line, color=_color(index), label=label)
+    banded = [(x, m, s) for x, m, s in zip(xs, means, stds) if s is not None]
+    if banded:
+        axes.errorbar([x for x, _, _ in banded], [m for _, m, _ in banded], yerr=[s for _, _, s in banded],
+                      fmt="none", ecolor=_color(index), capsize=3, alpha=0.6)
+    if len(banded) > 1:
+        axes.fill_between([x for x, _, _ in banded], [m - s for _, m, s in banded],
+                          [m + s for _, m, s in banded], color=_color(index), alpha=0.2, linewidth=0)
+
+
+def write_replicate_plots(report: ReplicateReport, out_dir: str) -> List[str]:
+    """Accuracy vs remaining weights, accuracy vs cumulative steps (accuracy against cost) and
+    the training-set size per round: one line per method, bands ± std over seeds."""
+    methods = sorted({row["method"] for row in report.aggregate}, key=method_order)
+    paths = [os.path.join(out_dir, name) for name in (PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE)]
+    series = [(name, METRIC_TITLES[key], marker, line) for name, key, marker, line in
+              (("retrained_acc", "retrained", "s", "-"), ("search_acc", "search", "o", "--"))
+              if any(row[f"{name}_mean"] is not None for row in report.aggregate)]
+
+    def rows_of(method: str, name: str) -> List[Dict[str, Any]]:
+        return [row for row in report.aggregate if row["method"] == method and row[f"{name}_mean"] is not None]
+
+    figure, axes = _new_axes("Test accuracy vs remaining weights (mean ± std over seeds)",
+                             "remaining weights (%, log scale; sparser →)", "test accuracy (%)")
+    for index, method in enumerate(methods):
+        for name, what, marker, line in series:
+            rows = rows_of(method, name)
+            if rows:
+                _band_plot(axes, [r["remaining_weights"] for r in rows], [r[f"{name}_mean"] for r in rows],
+                           [r[f"{name}_std"] for r in rows], index, f"{method}: {what}", marker, line)
+    axes.set_xscale("log")
+    densities = sorted({round(r["remaining_weights"], 2) for r in report.aggregate}, reverse=True)
+    ticks = densities[::max(1, -(-len(densities) // 12))]
+    axes.xaxis.set_major_locator(FixedLocator(ticks))
+    axes.xaxis.set_minor_locator(NullLocator())
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    if len(ticks) > 1:
+        axes.set_xlim(max(ticks) * 1.05, min(ticks) / 1.05)
+    else:
+        axes.invert_xaxis()
+    _save(figure, axes, paths[0])
+
+    figure, axes = _new_axes("Test accuracy vs training cost (mean ± std over seeds)",
+                             "cumulative training steps (SGD iterations)", "test accuracy (%)")
+    for index, method in enumerate(methods):
+        for name, what, marker, line in series:
+            rows = [r for r in rows_of(method, name) if r["cumulative_steps_mean"] is not None]
+            if rows:
+                _band_plot(axes, [r["cumulative_steps_mean"] for r in rows], [r[f"{name}_mean"] for r in rows],
+                           [r[f"{name}_std"] for r in rows], index, f"{method}: {what}", marker, line)
+    _save(figure, axes, paths[1])
+
+    figure, axes = _new_axes("Training-set size per round (mean ± std over seeds)", "pruning round",
+                             "training examples")
+    for index, method in enumerate(methods):
+        rows = rows_of(method, "train_examples")
+        if rows:
+            _band_plot(axes, [r["round"] for r in rows], [r["train_examples_mean"] for r in rows],
+                       [r["train_examples_std"] for r in rows], index, method)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylim(bottom=0)
+    _save(figure, axes, paths[2])
+    return paths
+
+
+def write_replicate_report(report: ReplicateReport, out_dir: str) -> List[str]:
+    """Writes report.md, aggregate.csv, verdict.csv, runs.csv and the three plots into ``out_dir``."""
+    files = [os.path.join(out_dir, name) for name in (AGGREGATE_CSV, VERDICT_CSV, RUNS_CSV)]
+    write_csv(files[0], AGGREGATE_COLUMNS, report.aggregate)
+    write_csv(files[1], VERDICT_COLUMNS, [verdict_record(row) for rows in report.verdicts for row in rows])
+    write_csv(files[2], RUNS_COLUMNS, [{**{name: getattr(r, name) for name, _ in RUNS_COLUMNS},
+                                        "seed": None if isinstance(r.seed, str) else r.seed}
+                                       for r in report.replicates])
+    plots = write_replicate_plots(report, out_dir)
+    markdown_path = os.path.join(out_dir, REPORT_MARKDOWN)
+    with open(markdown_path, "w") as handle:
+        handle.write(replicate_markdown(report, plots))
+    return [markdown_path, *files, *plots]
+
+
+# ============================================================================ the output folder
+def replace_folder(out_dir: str, write: Callable[[str], List[str]]) -> List[str]:
+    """Runs ``write`` on a fresh temporary folder beside ``out_dir`` and then swaps it in,
+    so ``out_dir`` holds exactly this call's files (none of an earlier call's). A folder that
+    holds files but no report.md is not a report and is refused, never deleted."""
+    out = os.path.abspath(out_dir)
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise UserError(f"--out {out_dir} is a file, not a folder")
+        if os.listdir(out) and not os.path.isfile(os.path.join(out, REPORT_MARKDOWN)):
+            raise UserError(f"--out {out_dir} holds files but no {REPORT_MARKDOWN}: it is not a report "
+                            "folder, and the report replaces its folder whole; pick another --out")
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.path.basename(out)}-", dir=parent)
+    except OSError as error:
+        raise UserError(f"--out {out_dir} cannot be created ({error})") from None
+    old = temp + ".old"
+    try:
+        written = write(temp)
+        os.chmod(temp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the report
+        if os.path.exists(out):
+            os.rename(out, old)
+        os.rename(temp, out)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return [os.path.join(out, os.path.relpath(path, temp)) for path in written]
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """The command-line flags (argparse's own usage errors exit with code 2 too)."""
-    parser = argparse.ArgumentParser(description="Tables and plots of IMP / PrAC lottery-ticket runs")
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                        help="--save_dir of main_imp.py / main_PrAC_imp.py runs")
+    parser = argparse.ArgumentParser(
+        description="Tables and plots of IMP / PrAC lottery-ticket runs. Given a sweep folder (sweep.json, "
+                    "runs/, retrain/) or run folders with several seeds of a method, it groups the runs by "
+                    "method (from args.json) and reports mean ± std over seeds and a verdict against IMP.")
+    parser.add_argument("runs", nargs="+", metavar="DIR",
+                        help="a sweep folder, or --save_dirs of main_imp.py / main_PrAC_imp.py runs")
     parser.add_argument("--retrain", nargs="+", default=[], metavar="DIR",
-                        help="main_train.py run folders, or folders of them (others are found next to the runs)")
+                        help="main_train.py run folders, or folders of them (others are found next to the "
+                             "runs, and in a sweep's retrain/)")
     parser.add_argument("--out", default=None, metavar="OUT_DIR",
-                        help="output folder (default: the first run's parent folder / report)")
-    parser.add_argument("--name", nargs="+", default=None, metavar="LABEL", help="one label per run")
+                        help="output folder, replaced whole by each call (default: SWEEP/report, or "
+                             "report/ beside the first run)")
+    parser.add_argument("--name", nargs="+", default=None, metavar="LABEL",
+                        help="one label per run (the per-run report)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--replicates", action="store_true",
+                      help="group runs by method and seed even with one seed per method")
+    mode.add_argument("--per_run", action="store_true",
+                      help="one table per run even when a method has several seeds")
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Report:
-    """The command line: builds the report, writes it, prints the tables and the file paths."""
+def several_seeds(run_dirs: Sequence[str]) -> bool:
+    """Whether some method (read from args.json) has more than one of the runs."""
+    methods = [run_method(read_run_info(d), run_kind(d)) for d in run_dirs if os.path.isdir(d)]
+    return any(methods.count(method) > 1 for method in methods)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Any:
+    """The command line: builds the report, writes it (replacing --out whole), then prints
+    the tables and the file paths. Returns the Report or ReplicateReport."""
     args = parse_args(argv)
-    report = build_report(args.runs, args.retrain, args.name)
-    out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(args.runs[0])), "report")
-    files = write_report(report, out_dir)
-    print(report.markdown)
+    notes: List[str] = []
+    run_dirs, retrain_dirs = list(args.runs), list(args.retrain)
+    sweep = run_dirs[0] if len(run_dirs) == 1 and is_sweep_dir(run_dirs[0]) else None
+    if sweep is not None:
+        run_dirs = sweep_run_dirs(sweep, notes)
+        retrain_folder = os.path.join(sweep, SWEEP_RETRAIN)
+        if retrain_dirs_in(retrain_folder):
+            retrain_dirs.append(retrain_folder)
+    replicates = args.replicates or (not args.per_run and not args.name and
+                                     (sweep is not None or several_seeds(run_dirs)))
+    if replicates and args.name:
+        raise UserError("--name labels the runs of the per-run report; the replicates report labels "
+                        "runs by method and seed (add --per_run for one table per run)")
+    default_out = (os.path.join(sweep, REPORT_FOLDER) if sweep is not None else
+                   os.path.join(os.path.dirname(os.path.abspath(run_dirs[0])), REPORT_FOLDER))
+    out_dir = args.out or default_out
+    report: Any
+    if replicates:
+        report = build_replicate_report(run_dirs, retrain_dirs, notes)
+        report.markdown = replicate_tables_markdown(report)
+        report.files = replace_folder(out_dir, lambda folder: write_replicate_report(report, folder))
+    else:
+        report = build_report(run_dirs, retrain_dirs, args.name)
+        report.notes[:0] = notes
+        report.files = replace_folder(out_dir, lambda folder: write_report(report, folder))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
+    print(report.markdown)
     print()
-    print(f"report: {files[0]}")
-    for path in files[1:]:
+    print(f"report: {report.files[0]}")
+    for path in report.files[1:]:
         print(f"{'plot' if path.endswith('.png') else 'table'}: {path}")
+    sys.stdout.flush()  # a closed pipe (report.py | head) shows here, inside the caller's handler
     return report
 
 
+def run_quietly_into_pipe() -> None:
+    """The command line, where a reader that stops early (``| head``) ends it quietly: the
+    files are written before anything is printed, so nothing is lost."""
+    try:
+        run_cli(main)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
 if __name__ == "__main__":
-    run_cli(main)
+    run_quietly_into_pipe()

@@ -4,6 +4,8 @@ import csv
 import json
 import os
 import struct
+import subprocess
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 import main_imp
 import main_train
 import report
-from tests.conftest import run_script, tiny_args
+from tests.conftest import REPO, run_script, tiny_args
 from utils import ROUND_FIELDS, UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -131,8 +133,10 @@ def test_bad_dir_is_one_line_error(case: str, tmp_path: Any) -> None:
 
 
 # ============================================================================ hand-written results
-def write_run(folder: Any, rounds: Sequence[Dict[str, Any]], arguments: Dict[str, Any], prac: bool = False) -> str:
-    """A run folder with the given rounds.csv rows (other columns empty or zero) and args.json."""
+def write_run(folder: Any, rounds: Sequence[Dict[str, Any]], arguments: Dict[str, Any], prac: bool = False,
+              info: Optional[Dict[str, Any]] = None) -> str:
+    """A run folder with the given rounds.csv rows (other columns empty or zero) and args.json
+    (``info``: more top-level keys, e.g. script or ticket)."""
     folder.mkdir(parents=True)
     with open(folder / "rounds.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=ROUND_FIELDS)
@@ -140,7 +144,8 @@ def write_run(folder: Any, rounds: Sequence[Dict[str, Any]], arguments: Dict[str
         for row in rounds:
             writer.writerow({**{name: 0 for name in ROUND_FIELDS}, "forgetting_part": "",
                              "pruning_aware_part": "", "eb_stop_epoch": "", **row})
-    (folder / "args.json").write_text(json.dumps({"arguments": {"save_dir": str(folder), **arguments}}))
+    (folder / "args.json").write_text(json.dumps({"arguments": {"save_dir": str(folder), **arguments},
+                                                  **(info or {})}))
     if prac:
         (folder / "0prac_set.npy").write_bytes(b"")
     return str(folder)
@@ -243,3 +248,189 @@ def test_run_given_as_retrain_is_refused(tmp_path: Any) -> None:
     other = write_run(tmp_path / "other", imp_rounds([100.0, 80.0], 10, [900, 900]), {"pruning_times": 2})
     with pytest.raises(UserError, match="is not a main_train.py run"):
         report.build_report([imp], [other])
+
+
+# ============================================================================ replicates
+SWEEP_DENSITIES = [100.0, 80.0, 64.0]   # rounds 0-2; the final ticket (round 3) is 51.2%
+IMP_STEPS = 100                          # per round, every seed
+
+
+def search_run(folder: Any, method: str, seed: int, search_acc: Sequence[float], cumulative: Sequence[int],
+               examples: Sequence[int]) -> str:
+    """A main_imp.py (method "imp") or main_PrAC_imp.py --select METHOD run in ``folder``."""
+    rows = [{"round": k, "remaining_weights": d, "train_examples": n, "epochs_run": 2, "epochs_planned": 2,
+             "steps": c, "cumulative_steps": c, "best_val_acc": 50, "test_acc_at_best_val": acc}
+            for k, (d, acc, c, n) in enumerate(zip(SWEEP_DENSITIES, search_acc, cumulative, examples))]
+    script = "main_imp.py" if method == "imp" else "main_PrAC_imp.py"
+    # every script's arguments hold select (default prac): only the script tells IMP apart
+    return write_run(folder, rows, {"pruning_times": 3, "seed": seed, "select": "prac" if method == "imp" else method},
+                     prac=method != "imp", info={"script": f"/somewhere/{script}"})
+
+
+def retrain_run(folder: Any, run_dir: str, test_acc: float, name: str = "final_ticket.pth.tar") -> str:
+    ticket_path = os.path.join(run_dir, name)
+    return write_run(folder, retrain_rounds(51.2, test_acc), {**ticket(ticket_path), "seed": 0},
+                     info={"script": "main_train.py", "ticket": {
+                         "init_dir": ticket_path, "mask_dir": ticket_path, "source_run": run_dir,
+                         "source_round": None, "reinit": False}})
+
+
+@pytest.fixture
+def sweep(tmp_path: Any) -> str:
+    """imp and prac with seeds 0-2 and random with seed 0, final tickets retrained.
+
+    Folder names lie: prac's seed-2 run is in runs/imp-seed9 and its retraining in
+    retrain/imp-seed9-final; report.py must go by args.json."""
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "sweep.json").write_text(json.dumps({"methods": ["imp", "prac", "random"], "seeds": [0, 1, 2],
+                                                 "flags": [], "retrain": "final"}))
+    imp_search = {0: [60, 40, 50], 1: [60, 42, 51], 2: [60, 47, 55]}
+    imp_final = {0: 80.0, 1: 82.0, 2: 84.0}
+    prac_cumulative = {0: [100, 110, 120], 1: [100, 125, 150], 2: [100, 140, 180]}  # 40%, 50%, 60% of 300
+    prac_examples = {0: [900, 300, 300], 1: [900, 350, 330], 2: [900, 250, 270]}
+    prac_final = {0: 79.0, 1: 80.0, 2: 84.0}                                        # − imp: −1, −2, 0
+    prac_folders = {0: "prac-seed0", 1: "prac-seed1", 2: "imp-seed9"}
+    for seed in (0, 1, 2):
+        imp = search_run(root / "runs" / f"imp-seed{seed}", "imp", seed, imp_search[seed],
+                         [IMP_STEPS * (k + 1) for k in range(3)], [900] * 3)
+        retrain_run(root / "retrain" / f"imp-seed{seed}-final", imp, imp_final[seed])
+        prac = search_run(root / "runs" / prac_folders[seed], "prac", seed, [60, 41, 49],
+                          prac_cumulative[seed], prac_examples[seed])
+        retrain_run(root / "retrain" / f"{prac_folders[seed]}-final", prac, prac_final[seed])
+    random = search_run(root / "runs" / "random-seed0", "random", 0, [60, 39, 45], [100, 130, 160],
+                        [900, 300, 300])
+    retrain_run(root / "retrain" / "random-seed0-final", random, 77.5)
+    (root / "runs" / "prac-seed3").mkdir()  # started, no round finished yet
+    return str(root)
+
+
+def aggregate_row(result: Any, method: str, number: int) -> Dict[str, Any]:
+    (row,) = [r for r in result.aggregate if r["method"] == method and r["round"] == number]
+    return row
+
+
+def test_replicates_grouped_by_args_json_not_folder_names(sweep: str, tmp_path: Any) -> None:
+    result = report.main([sweep, "--out", str(tmp_path / "out")])
+    assert isinstance(result, report.ReplicateReport)
+    by_method = {m: sorted(run.seed for run in result.runs if run.method == m) for m in ("imp", "prac", "random")}
+    assert by_method == {"imp": [0, 1, 2], "prac": [0, 1, 2], "random": [0]}
+    (misnamed,) = [run for run in result.runs if os.path.basename(run.path) == "imp-seed9"]
+    assert (misnamed.method, misnamed.seed) == ("prac", 2)
+    assert any("prac-seed3 has no finished round yet" in note for note in result.notes)
+
+
+def test_replicates_mean_std_n(sweep: str, tmp_path: Any) -> None:
+    result = report.main([sweep, "--out", str(tmp_path / "out")])
+    imp1 = aggregate_row(result, "imp", 1)
+    assert (imp1["runs"], imp1["search_acc_n"]) == (3, 3)
+    assert imp1["search_acc_mean"] == pytest.approx(43.0)                       # (40 + 42 + 47) / 3
+    assert imp1["search_acc_std"] == pytest.approx((9 + 1 + 16) ** 0.5 / 2 ** 0.5)  # sqrt(13)
+    assert imp1["cumulative_steps_mean"] == pytest.approx(200) and imp1["cumulative_steps_std"] == 0
+    assert imp1["retrained_acc_n"] == 0 and imp1["retrained_acc_mean"] is None
+    prac1 = aggregate_row(result, "prac", 1)
+    assert prac1["train_examples_mean"] == pytest.approx(300) and prac1["train_examples_std"] == pytest.approx(50)
+    assert prac1["cumulative_steps_mean"] == pytest.approx(125) and prac1["cumulative_steps_std"] == pytest.approx(15)
+    final = aggregate_row(result, "imp", 3)  # the final ticket: known from its retraining only
+    assert final["remaining_weights"] == pytest.approx(51.2)
+    assert (final["retrained_acc_n"], final["retrained_acc_mean"], final["retrained_acc_std"]) == (3, 82.0, 2.0)
+    assert final["search_acc_n"] == 0 and final["cumulative_steps_mean"] == pytest.approx(300)
+    random_final = aggregate_row(result, "random", 3)
+    assert (random_final["retrained_acc_n"], random_final["retrained_acc_std"]) == (1, None)
+
+    written = read_csv(os.path.join(tmp_path / "out", "aggregate.csv"))
+    (row,) = [r for r in written if r["method"] == "imp" and r["round"] == "1"]
+    assert float(row["search_acc_std"]) == pytest.approx(13 ** 0.5)
+
+
+def test_verdict_paired_t_interval_and_cost(sweep: str, tmp_path: Any) -> None:
+    result = report.main([sweep, "--out", str(tmp_path / "out")])
+    rows = {(rows[0].method, rows[0].reference): rows for rows in result.verdicts}
+    assert set(rows) == {("prac", "imp"), ("random", "imp"), ("random", "prac")}
+    prac = rows[("prac", "imp")]
+    assert [r.metric for r in prac] == ["retrained"] and prac[0].round == 3  # only the final tickets were retrained
+    d = prac[0].difference
+    # differences −1, −2, 0: mean −1, sd 1, n 3; t(0.975; 2) = 4.3027
+    half = 4.3027 * 1.0 / 3 ** 0.5
+    assert (d.paired, d.n, d.mean) == (True, 3, pytest.approx(-1.0))
+    assert (d.low, d.high) == (pytest.approx(-1 - half), pytest.approx(-1 + half))
+    assert (prac[0].cost.mean, prac[0].cost.std, prac[0].cost.n) == (pytest.approx(50.0), pytest.approx(10.0), 3)
+    summary = next(line for line in result.summaries if line.startswith("prac vs imp"))
+    assert summary == ("prac vs imp at 51.2% weights (round 3): −1.00 points of retrained-ticket test accuracy "
+                       "(95% CI −3.48 to +1.48, n=3 seeds, paired by seed) for 50% ± 10% of imp's training steps")
+    random_summary = next(line for line in result.summaries if line.startswith("random vs imp"))
+    assert "interval unknown (1 seed)" in random_summary and "−4.50 points" in random_summary
+    assert "53% of imp's training steps" in random_summary  # 160 / 300
+    assert "random vs prac" in " ".join(result.summaries)
+
+    written = read_csv(os.path.join(tmp_path / "out", "verdict.csv"))
+    (row,) = [r for r in written if r["method"] == "prac"]
+    assert float(row["ci95_low"]) == pytest.approx(-1 - half) and row["paired"] == "True"
+    with open(os.path.join(tmp_path / "out", "report.md")) as handle:
+        assert summary in handle.read()
+
+
+def test_every_summary_line_states_accuracy_and_cost(sweep: str, tmp_path: Any) -> None:
+    result = report.main([sweep, "--out", str(tmp_path / "out")])
+    assert len(result.summaries) == 3
+    for line in result.summaries:
+        assert "points of" in line and "training steps" in line, line
+
+
+def test_t_quantiles_and_unpaired_difference() -> None:
+    assert report.t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
+    assert report.t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
+    assert report.t_quantile_975(31) == 1.96
+    # no shared seed: difference of means, Welch: s²/n = 2/2 on each side, df = (1 + 1)² / (1/1 + 1/1) = 2
+    d = report.difference({0: 2.0, 1: 4.0}, {5: 0.0, 6: 2.0})
+    assert (d.paired, d.mean) == (False, pytest.approx(2.0))
+    half = 4.3027 * 2 ** 0.5
+    assert (d.low, d.high) == (pytest.approx(2 - half), pytest.approx(2 + half))
+    assert "unpaired" in d.n_text()
+    one = report.difference({0: 70.0}, {0: 71.5})
+    assert (one.paired, one.mean, one.low) == (True, pytest.approx(-1.5), None)
+    assert one.interval_text() == "interval unknown (1 seed)"
+
+
+def test_search_accuracy_verdict_without_retraining_and_no_imp(tmp_path: Any) -> None:
+    runs = [search_run(tmp_path / f"r{seed}{m}", m, seed, [60, 40 + seed, 50 + seed], [100, 200, 300], [900] * 3)
+            for seed in (0, 1) for m in ("imp", "prac")]
+    result = report.main([*runs, "--out", str(tmp_path / "out")])  # several seeds per method: replicates
+    (rows,) = result.verdicts
+    assert {r.metric for r in rows} == {"search"} and [r.round for r in rows] == [0, 1, 2]
+    assert "points of search test accuracy" in result.summaries[0]
+    assert "search test accuracy" in result.markdown
+
+    alone = report.main([runs[1], runs[3], "--out", str(tmp_path / "out2")])
+    assert alone.verdicts == [] and "no imp runs" in alone.summaries[0]
+
+
+def test_out_is_replaced_whole(sweep: str, tmp_path: Any) -> None:
+    default = os.path.join(sweep, "report")
+    first = report.main([sweep])
+    assert os.path.dirname(first.files[0]) == default
+    with open(os.path.join(default, "stale.csv"), "w") as handle:
+        handle.write("from an earlier call\n")
+    second = report.main([sweep])
+    assert sorted(os.listdir(default)) == sorted(os.path.basename(p) for p in second.files)
+    assert sorted(second.files) == sorted(first.files)
+    assert not [name for name in os.listdir(sweep) if name.startswith(".tmp-")]
+    for name in (report.PLOT_ACCURACY, report.PLOT_ACCURACY_STEPS, report.PLOT_SET_SIZE):
+        assert png_size(os.path.join(default, name))[0] >= 400
+
+    # a folder that is not a report is never deleted
+    with pytest.raises(UserError, match="not a report folder"):
+        report.main([sweep, "--out", os.path.join(sweep, "runs")])
+    assert os.path.isdir(os.path.join(sweep, "runs", "imp-seed0"))
+
+
+def test_piped_into_head_exits_quietly(sweep: str, tmp_path: Any) -> None:
+    out = str(tmp_path / "out")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "report.py"), sweep, "--out", out],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+    process.stdout.close()  # the reader is gone before the first line: every write is a broken pipe
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr
+    assert os.path.isfile(os.path.join(out, "report.md"))  # written before anything is printed
