@@ -112,7 +112,9 @@ def test_a_run_killed_mid_sweep_is_resumed_by_relaunching(inputs: Dict[str, Any]
     """The search dies after its 4th write; relaunching resumes it from its checkpoint and
     ends exactly as in the uninterrupted sweep."""
     out = str(inputs["root"] / "killed")
-    args = ["--methods", "prac", "--seeds", "1", "--out", out, "--no_report"]
+    # --jobs 2 as in the reference sweep: the thread count per run follows --jobs, and a
+    # seeded run is identical only with the same thread count.
+    args = ["--methods", "prac", "--seeds", "1", "--out", out, "--jobs", "2", "--no_report"]
     killed = run_sweep(args, inputs["flags"], env={"PRAC_LTH_DIE_AFTER_WRITE": "4"})
     assert killed.returncode == 2
     assert "prac-seed1: exit code 17" in killed.stderr and "prac-seed1-retrain-final: not run" in killed.stderr
