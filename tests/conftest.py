@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny data sets in the real on-disk formats and script runners."""
+"""Shared fixtures: tiny data sets in the real on-disk formats, script runners, and the
+device the end-to-end tests run on (``pytest --device cpu|cuda``, default cpu)."""
 import os
 import subprocess
 import sys
@@ -18,6 +19,44 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 TINY_TRAIN = 200  # 180 train + 20 validation after the 90/10 split
 TINY_TEST = 60
+
+DEVICES = ("cpu", "cuda")
+# The device of this session, set once in pytest_configure from --device. tiny_args reads it
+# here rather than from a fixture: it is a plain function called from ~60 places (fixtures,
+# parametrize tables of lambdas, helpers shared between modules), and threading a fixture
+# through all of them would change every call site for no gain.
+DEVICE = "cpu"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", choices=DEVICES, default="cpu",
+                     help="device of every test that trains, evaluates, predicts, resumes or benchmarks "
+                          "(default: cpu)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global DEVICE
+    config.addinivalue_line("markers", "cpu_only: only meaningful with --device cpu; skipped with --device cuda")
+    config.addinivalue_line("markers", "cuda_only: needs --device cuda; skipped with --device cpu")
+    DEVICE = config.getoption("--device")
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        # One line and a non-zero exit, not one failure per test.
+        raise pytest.UsageError(f"--device cuda: torch {torch.__version__} sees no CUDA device "
+                                f"(built with CUDA {torch.version.cuda}); run with --device cpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    for item in items:
+        if DEVICE != "cpu" and item.get_closest_marker("cpu_only"):
+            item.add_marker(pytest.mark.skip(reason="cpu_only: runs with --device cpu"))
+        if DEVICE != "cuda" and item.get_closest_marker("cuda_only"):
+            item.add_marker(pytest.mark.skip(reason="cuda_only: runs with --device cuda"))
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The session's device (``--device``) for tests that call library functions directly."""
+    return torch.device(DEVICE)
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +88,10 @@ def shuffled_split(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def tiny_args(data_dir: str, save_dir: str, *extra: str) -> List[str]:
-    """Common flags for a fast run on the tiny CIFAR-10 set."""
+    """Common flags for a fast run on the tiny CIFAR-10 set, on the session's device."""
     return ["--data", data_dir, "--dataset", "cifar10", "--arch", "res20s", "--batch_size", "64",
-            "--seed", "0", "--no_progress", "--print_freq", "1000", "--save_dir", save_dir, *extra]
+            "--seed", "0", "--no_progress", "--print_freq", "1000", "--device", DEVICE, "--save_dir", save_dir,
+            *extra]
 
 
 def run_script(script: str, args: Sequence[str], threads: int = 1) -> subprocess.CompletedProcess:

@@ -3,14 +3,16 @@ import os
 import subprocess
 import sys
 
+import torch
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_quick_bench_prints_table_and_writes_results(tmp_path) -> None:
+def test_quick_bench_prints_table_and_writes_results(tmp_path, device: torch.device) -> None:
     out = tmp_path / "results" / "bench.md"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "bench.py"), "--quick", "--device", "cpu",
+        [sys.executable, os.path.join(REPO, "bench", "bench.py"), "--quick", "--device", device.type,
          "--n", "256", "--steps", "1", "--eval_n", "64", "--eval_batch_size", "32", "--threads", "1",
          "--out", str(out)],
         capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
@@ -24,5 +26,6 @@ def test_quick_bench_prints_table_and_writes_results(tmp_path) -> None:
     assert out.exists()
     report = out.read_text()
     assert header in report and "| Bookkeeping |" in report
-    assert "device: CPU" in report and "torch " in report and "threads:" in report
+    assert ("device: CPU" if device.type == "cpu" else "(CUDA ") in report
+    assert "torch " in report and "threads:" in report
     assert "(quick mode)" in report

@@ -92,14 +92,14 @@ def test_el2n_scores_against_a_direct_computation() -> None:
     assert np.allclose(el2n_scores(logits, targets).numpy(), expected, atol=1e-6)
 
 
-def test_el2n_recorder_averages_over_the_first_score_epochs_only() -> None:
-    statistics = RoundStatistics.empty(epochs=4, examples=6, device=torch.device("cpu"), score_epochs=2)
+def test_el2n_recorder_averages_over_the_first_score_epochs_only(device: torch.device) -> None:
+    statistics = RoundStatistics.empty(epochs=4, examples=6, device=device, score_epochs=2)
     generator = torch.Generator().manual_seed(1)
     per_epoch = []
     for epoch in range(4):
         logits = torch.randn(3, 5, generator=generator)
         targets = torch.tensor([1, 0, 4])
-        statistics.batch_hook(epoch)(torch.tensor([5, 0, 2]), logits, targets)
+        statistics.batch_hook(epoch)(torch.tensor([5, 0, 2], device=device), logits.to(device), targets.to(device))
         per_epoch.append(el2n_scores(logits, targets).numpy())
     scores = statistics.el2n.scores(epochs_run=4)
     assert np.allclose(scores[[5, 0, 2]], (per_epoch[0] + per_epoch[1]) / 2, atol=1e-6)
@@ -107,10 +107,10 @@ def test_el2n_recorder_averages_over_the_first_score_epochs_only() -> None:
     assert statistics.correctness.values[:, 1].tolist() == [-1] * 4
 
 
-def test_correctness_recorder_is_one_write_per_batch() -> None:
-    recorder = CorrectnessRecorder(epochs=2, examples=5, device=torch.device("cpu"))
-    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
-    recorder.record(1, torch.tensor([4, 0, 2]), logits, torch.tensor([0, 0, 1]))
+def test_correctness_recorder_is_one_write_per_batch(device: torch.device) -> None:
+    recorder = CorrectnessRecorder(epochs=2, examples=5, device=device)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]], device=device)
+    recorder.record(1, torch.tensor([4, 0, 2], device=device), logits, torch.tensor([0, 0, 1], device=device))
     assert recorder.values.tolist() == [[-1] * 5, [0, -1, 0, -1, 1]]
 
 
