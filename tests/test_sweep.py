@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from tests import datasets_on_disk
+from tests import conftest, datasets_on_disk
 from tests.conftest import REPO
 from tests.test_resume import assert_same_run
 from utils import load_checkpoint
@@ -24,7 +24,8 @@ SEEDS = [0, 1]
 def sweep_flags(data: str, split: str) -> List[str]:
     return ["--data", data, "--dataset", "fashionmnist", "--split_file", split, "--arch", "res20s",
             "--epochs", "2", "--decreasing_lr", "1", "--pruning_times", "2", "--prune_type", "rewind_lt",
-            "--rewind_epoch", "1", "--lr", "0.1", "--batch_size", "64", "--no_progress", "--print_freq", "1000"]
+            "--rewind_epoch", "1", "--lr", "0.1", "--batch_size", "64", "--no_progress", "--print_freq", "1000",
+            "--device", conftest.DEVICE]
 
 
 def run_sweep(args: List[str], flags: List[str], env: Dict[str, str] = None) -> subprocess.CompletedProcess:
