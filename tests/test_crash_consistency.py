@@ -37,14 +37,14 @@ from tests import datasets_on_disk
 from tests.conftest import REPO
 from tests.test_resume import argv_for, assert_same_run
 
-TRAIN_IMAGES, TEST_IMAGES = 100, 20  # 90 train + 10 validation: the smallest run that still learns
+TRAIN_IMAGES, TEST_IMAGES = 50, 10  # 45 train + 5 validation: one or two batches an epoch
 NO_CHECKPOINT = "found no checkpoint"
 RESTART_MARKER = "without --resume: "
 
 # A process that imports the scripts once, then runs each request in a forked child as
 # ``python SCRIPT ARGV...`` would (run_cli, exit code, stdout and stderr to files).
 FORK_SERVER = textwrap.dedent("""
-    import itertools, json, os, sys
+    import itertools, json, os, signal, sys
     sys.path.insert(0, sys.argv[1])
     os.chdir(sys.argv[1])
     import matplotlib
@@ -58,6 +58,7 @@ FORK_SERVER = textwrap.dedent("""
         pid = os.fork()
         if pid == 0:
             code = 1
+            signal.alarm(300)  # a hung run fails the test instead of hanging it
             try:
                 for fd, name in ((1, "stdout"), (2, "stderr")):
                     out = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -134,8 +135,9 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     np.save(split, np.random.default_rng(5).permutation(TRAIN_IMAGES))
     other_split = str(root / "other_split.npy")
     np.save(other_split, np.random.default_rng(6).permutation(TRAIN_IMAGES))
-    return {"data": datasets_on_disk.write_cifar10(str(root / "cifar10"), TRAIN_IMAGES, TEST_IMAGES),
-            "split": split, "other_split": other_split}
+    data = datasets_on_disk.write_cifar10(str(root / "data"), TRAIN_IMAGES, TEST_IMAGES)
+    datasets_on_disk.write_cifar100(data, TRAIN_IMAGES, TEST_IMAGES)  # the same --data serves both
+    return {"data": data, "split": split, "other_split": other_split}
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +148,8 @@ def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 # script -> extra flags. IMP: rewind_lt with a rewind epoch (rewind weights, init_weight None
-# before it), two rounds (LR rewinding, a final ticket). PrAC: constent keeps int(90 * 0.8) = 72
-# examples, so round 1 trains on a PrAC set for int(3 * 72 / 90) = 2 scaled epochs; the rewind
+# before it), two rounds (LR rewinding, a final ticket). PrAC: constent keeps int(45 * 0.8) = 36
+# examples, so round 1 trains on a PrAC set for int(3 * 36 / 45) = 2 scaled epochs; the rewind
 # snapshot comes after epoch index 2 of round 0.
 RUNS = {
     "main_imp.py": ["--epochs", "2", "--pruning_times", "2", "--prune_type", "rewind_lt", "--rewind_epoch", "1",
@@ -259,9 +261,9 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+def one_error_line(rc: int, stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
     return lines[0]
 
 
@@ -276,6 +278,7 @@ def listing(folder: str) -> Dict[str, Tuple[int, int, bytes]]:
 
 
 def test_second_run_on_a_locked_save_dir_is_one_line_naming_the_holder(small_data: Dict[str, str],
+                                                                        fork_server: ForkServer,
                                                                         tmp_path: Any) -> None:
     folder = str(tmp_path / "run")
     os.makedirs(folder)
@@ -287,8 +290,8 @@ def test_second_run_on_a_locked_save_dir_is_one_line_naming_the_holder(small_dat
                               ("main_PrAC_imp.py", ["--split_file", small_data["split"], "--epochs", "1",
                                                     "--pruning_times", "1"])):
             for resume in ([], ["--resume"]):
-                proc = run_real(script, small_args(small_data["data"], folder, *extra, *resume))
-                line = one_error_line(proc)
+                line = one_error_line(*fork_server.run(script, small_args(small_data["data"], folder, *extra,
+                                                                          *resume))[::2])
                 assert f"--save_dir {folder} is in use by process {holder.pid} (" in line, line
             assert listing(folder) == before, f"{script} touched a locked save_dir"
     finally:
@@ -298,19 +301,20 @@ def test_second_run_on_a_locked_save_dir_is_one_line_naming_the_holder(small_dat
 
 # ============================================================================ refused resumes
 @pytest.fixture(scope="module")
-def prac_run(small_data: Dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+def prac_run(small_data: Dict[str, str], fork_server: ForkServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A finished one-round PrAC run."""
     save_dir = str(tmp_path_factory.mktemp("refused_resume") / "prac")
     argv = small_args(small_data["data"], save_dir, "--split_file", small_data["split"], "--epochs", "1",
                       "--pruning_times", "1")
-    proc = run_real("main_PrAC_imp.py", argv)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    rc, _, err = fork_server.run("main_PrAC_imp.py", argv)
+    assert rc == 0, err[-3000:]
     return save_dir
 
 
 REFUSED = {
     # name -> (script, extra flags, what the line names)
     "other_split_file": ("main_PrAC_imp.py", ["--split_file", "{other_split}"], "--split_file"),
+    "other_dataset": ("main_PrAC_imp.py", ["--split_file", "{split}", "--dataset", "cifar100"], "--dataset"),
     "other_arch": ("main_PrAC_imp.py", ["--split_file", "{split}", "--arch", "res56s"], "--arch"),
     "other_select": ("main_PrAC_imp.py", ["--split_file", "{split}", "--select", "random"], "--select"),
     "prac_checkpoint_with_main_imp": ("main_imp.py", [], "main_PrAC_imp.py"),
@@ -319,15 +323,17 @@ REFUSED = {
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_resume_with_other_settings_is_one_line_and_writes_nothing(name: str, small_data: Dict[str, str],
-                                                                   prac_run: str) -> None:
+                                                                   prac_run: str, fork_server: ForkServer) -> None:
+    """Every file of the run keeps its bytes and mtime; log.txt may only grow (its lock-file
+    neighbour .lock names each process that takes the lock)."""
     script, extra, keyword = REFUSED[name]
     extra = [flag.format(**small_data) for flag in extra]
     argv = small_args(small_data["data"], prac_run, "--epochs", "1", "--pruning_times", "1", *extra, "--resume")
-    if "--arch" in extra:  # the later flag wins in argparse; keep one
-        del argv[argv.index("--arch"):argv.index("--arch") + 2]
+    for flag in ("--arch", "--dataset"):
+        if flag in extra:  # the later one wins in argparse; keep one
+            del argv[argv.index(flag):argv.index(flag) + 2]
     before = listing(prac_run)
-    proc = run_real(script, argv)
-    line = one_error_line(proc)
+    line = one_error_line(*fork_server.run(script, argv)[::2])
     assert "belongs to another run" in line and keyword in line and "nothing was written" in line, line
     after = listing(prac_run)
     assert sorted(after) == sorted(before), f"files added or removed: {sorted(set(after) ^ set(before))}"
