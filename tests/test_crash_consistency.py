@@ -44,7 +44,7 @@ RESTART_MARKER = "without --resume: "
 # A process that imports the scripts once, then runs each request in a forked child as
 # ``python SCRIPT ARGV...`` would (run_cli, exit code, stdout and stderr to files).
 FORK_SERVER = textwrap.dedent("""
-    import itertools, json, os, signal, sys
+    import itertools, json, os, signal, sys, traceback
     sys.path.insert(0, sys.argv[1])
     os.chdir(sys.argv[1])
     import matplotlib
@@ -76,6 +76,8 @@ FORK_SERVER = textwrap.dedent("""
                     code = 0
                 except SystemExit as done:
                     code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+                except BaseException:
+                    traceback.print_exc()
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
