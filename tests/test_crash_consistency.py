@@ -209,7 +209,7 @@ def plant_interrupted_write(folder: str, name: str) -> None:
 def recover(server: ForkServer, script: str, argv: List[str], folder: str) -> str:
     """Recovers a killed run as the README says; returns how ("resume" or "restart")."""
     had_checkpoint = utils.RunPaths(folder).newest_checkpoint() is not None
-    rc, out, err = server.run(script, [*argv, "--resume"])
+    rc, _, err = server.run(script, [*argv, "--resume"])
     if had_checkpoint:
         assert rc == 0, f"--resume failed:\n{err[-3000:]}"
         return "resume"
@@ -218,7 +218,7 @@ def recover(server: ForkServer, script: str, argv: List[str], folder: str) -> st
     assert RESTART_MARKER in lines[0], lines[0]
     command = shlex.split(lines[0].split(RESTART_MARKER, 1)[1])
     assert command[:2] == ["python", script] and "--resume" not in command, command
-    rc, out, err = server.run(script, command[2:])
+    rc, _, err = server.run(script, command[2:])
     assert rc == 0, f"the named command failed:\n{err[-3000:]}"
     return "restart"
 
