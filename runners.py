@@ -7,6 +7,8 @@ published checkpoint keys, so any checkpoint resumes exactly.
 import contextlib
 import os
 import re
+import shlex
+import sys
 import time
 import warnings
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -192,12 +194,23 @@ def new_optimizer(session: Session, model: nn.Module, schedule: RoundSchedule,
     return optimizer, scheduler
 
 
+def restart_command(script: str) -> str:
+    """The command that started this process, without ``--resume``: what starts afresh a run
+    that died before its first checkpoint. Generic words when not run as ``script``."""
+    argv = sys.argv
+    if not argv or os.path.basename(argv[0]) != script:
+        return "the same command without --resume"
+    return "the same command without --resume: " + shlex.join(
+        ["python", argv[0], *[arg for arg in argv[1:] if arg != "--resume"]])
+
+
 def resume_run(session: Session, plan: "Plan") -> Tuple[nn.Module, torch.optim.Optimizer, Any, RunState]:
     """Rebuilds model, optimiser, schedule and run state from --checkpoint (ours or published)."""
     config = session.config
     path = str(config.checkpoint or session.paths.newest_checkpoint() or "")
     if not path:
-        raise UserError(f"--resume found no checkpoint in {config.save_dir}; start the run without --resume")
+        raise UserError(f"--resume found no checkpoint in {config.save_dir}: the run stopped before its first "
+                        f"checkpoint (or never started); start it afresh with {restart_command(session.script)}")
     fallback_seed = config.seed if config.seed is not None else fresh_seed()
     decoded = codec.decode(session.load(path, "checkpoint"), path, fallback_seed, session.full_schedule())
     plan.check_resumable(decoded, path)

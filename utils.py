@@ -179,6 +179,7 @@ TEMP_PREFIX = ".tmp-"  # every temporary file of atomic_write starts with this
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}.+")
 DIE_AFTER_WRITE_ENV = "PRAC_LTH_DIE_AFTER_WRITE"
 DIE_AFTER_WRITE_EXIT_CODE = 17
+WRITE_LOG_ENV = "PRAC_LTH_WRITE_LOG"  # a file that gets "<n>\t<path>" per durable write
 _write_numbers = itertools.count(1)  # durable writes of this process, 1-based
 _umask_lock = threading.Lock()
 
@@ -188,9 +189,15 @@ def note_write(path: str) -> None:
 
     With ``PRAC_LTH_DIE_AFTER_WRITE=n`` in the environment, the process exits at once
     (``os._exit``, no clean-up, like SIGKILL) right after its n-th write, so tests can
-    kill a run between any two of its writes.
+    kill a run between any two of its writes. With ``PRAC_LTH_WRITE_LOG=file``, each write
+    appends a line to that file: the write's number and path, tab-separated (how tests
+    count a run's writes).
     """
     number = next(_write_numbers)
+    log = os.environ.get(WRITE_LOG_ENV, "")
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"{number}\t{path}\n")
     wanted = os.environ.get(DIE_AFTER_WRITE_ENV, "").strip()
     if not wanted:
         return
@@ -498,10 +505,15 @@ class ResultTable:
         self.fields = list(fields)
 
     def rows(self) -> List[Dict[str, str]]:
+        """The complete rows: a last line without its end (an append cut off by a crash or a
+        power loss) is not a row, so a resume's rewrite cannot make it one."""
         if not os.path.exists(self.path):
             return []
         with open(self.path, newline="") as handle:
-            return list(csv.DictReader(handle))
+            text = handle.read()
+        if not text.endswith("\n"):
+            text = text[:text.rfind("\n") + 1]
+        return list(csv.DictReader(io.StringIO(text, newline="")))
 
     def keep_only(self, keep: Callable[[Dict[str, str]], bool]) -> None:
         rows = [row for row in self.rows() if keep(row)]
