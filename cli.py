@@ -285,10 +285,10 @@ def validate(config: Config) -> None:
 # Flags that change what a run computes: resuming with another value would continue a
 # different experiment. pruning_times is not here (a resume may extend the rounds), nor
 # are flags of speed and output (device, eval_batch_size, print_freq, ...).
-RESUME_CHECKED = ("dataset", "arch", "split_file", "data_mode", "image_size", "batch_size", "lr", "momentum", "weight_decay", "epochs",
-                  "decreasing_lr", "warmup", "rate", "prune_type", "random_prune", "rewind_epoch", "eb_eps",
-                  "queue_length", "data_prune", "threshold", "data_rate", "train_subset", "select",
-                  "score_epochs", "precision")
+RESUME_CHECKED = ("dataset", "arch", "split_file", "data_mode", "image_size", "batch_size", "lr", "momentum",
+                  "weight_decay", "epochs", "decreasing_lr", "warmup", "rate", "prune_type", "random_prune",
+                  "rewind_epoch", "eb_eps", "queue_length", "data_prune", "threshold", "data_rate", "train_subset",
+                  "select", "score_epochs", "precision")
 # Files compared by content: the same split in another folder is the same split.
 DIGESTED = ("split_file", "train_subset")
 
