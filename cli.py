@@ -6,13 +6,15 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from dataset import DATASETS, DEFAULT_DATA_DIR
+from dataset import DATA_MODES, DATASETS, DEFAULT_DATA_DIR, IMAGE_TREES
 from models import ARCHITECTURES
 from prac import SELECTION_RULES
 from utils import UserError, file_digest
 
 DATASET_NAMES = tuple(DATASETS)
 ARCH_NAMES = tuple(ARCHITECTURES)
+MIN_IMAGE_SIZE = 8
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 DEFAULT_DECREASING_LR = "91,136"  # the published milestones, made for the default 182 epochs
 
 
@@ -30,6 +32,16 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
                               + ("(required)" if split_file_required else
                                  "(default: npy_files/<dataset>-train-val.npy when its size fits the "
                                  "data set, else identity order)"))
+    general.add_argument("--data_mode", choices=DATA_MODES, default="auto",
+                         help=f"{' and '.join(IMAGE_TREES)}: hold the images in memory or stream them from "
+                              "disk through DataLoader workers; auto streams imagenet and a folder whose "
+                              "images would take over a quarter of the RAM (default: auto)")
+    general.add_argument("--image_size", type=int, default=None, metavar="PX",
+                         help=f"{' and '.join(IMAGE_TREES)}: side of the square training and evaluation "
+                              "images (default: 224)")
+    general.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                         help="DataLoader workers decoding streamed images; 0 decodes in the main process; "
+                              "results do not depend on it (default: min(4, CPU cores))")
     general.add_argument("--seed", type=int, default=None, metavar="N",
                          help="random seed; 0 is a seed (default: unseeded)")
     general.add_argument("--save_dir", type=str, default=None, metavar="DIR",
@@ -136,6 +148,9 @@ class Config:
     dataset: str = "cifar10"
     arch: str = "res20s"
     split_file: Optional[str] = None
+    data_mode: str = "auto"
+    image_size: Optional[int] = None
+    workers: int = DEFAULT_WORKERS
     seed: Optional[int] = None
     save_dir: str = ""
     gpu: int = 0
@@ -240,7 +255,12 @@ def validate(config: Config) -> None:
                  "score_epochs"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
-    for name in ("warmup", "rewind_epoch", "threshold"):
+    if config.image_size is not None and config.dataset not in IMAGE_TREES:
+        raise UserError(f"--image_size applies to --dataset {' and '.join(IMAGE_TREES)}; "
+                        f"{config.dataset} has its own size")
+    if config.image_size is not None and config.image_size < MIN_IMAGE_SIZE:
+        raise UserError(f"--image_size must be at least {MIN_IMAGE_SIZE}, got {config.image_size}")
+    for name in ("warmup", "rewind_epoch", "threshold", "workers"):
         if getattr(config, name) < 0:
             raise UserError(f"--{name} must not be negative, got {getattr(config, name)}")
     if config.warmup > config.epochs:
@@ -265,10 +285,10 @@ def validate(config: Config) -> None:
 # Flags that change what a run computes: resuming with another value would continue a
 # different experiment. pruning_times is not here (a resume may extend the rounds), nor
 # are flags of speed and output (device, eval_batch_size, print_freq, ...).
-RESUME_CHECKED = ("dataset", "arch", "split_file", "batch_size", "lr", "momentum", "weight_decay", "epochs",
-                  "decreasing_lr", "warmup", "rate", "prune_type", "random_prune", "rewind_epoch", "eb_eps",
-                  "queue_length", "data_prune", "threshold", "data_rate", "train_subset", "select",
-                  "score_epochs", "precision")
+RESUME_CHECKED = ("dataset", "arch", "split_file", "data_mode", "image_size", "batch_size", "lr", "momentum",
+                  "weight_decay", "epochs", "decreasing_lr", "warmup", "rate", "prune_type", "random_prune",
+                  "rewind_epoch", "eb_eps", "queue_length", "data_prune", "threshold", "data_rate", "train_subset",
+                  "select", "score_epochs", "precision")
 # Files compared by content: the same split in another folder is the same split.
 DIGESTED = ("split_file", "train_subset")
 

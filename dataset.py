@@ -1,21 +1,25 @@
-"""Data sets held in memory as uint8 tensors, split files, and batched augmentation.
+"""Data sets held in memory as uint8 tensors or streamed from image files, split files, and
+batched augmentation.
 
-Every data set used here fits in memory (CIFAR: 150 MB, Tiny-ImageNet: 1.2 GB,
-Fashion-MNIST: 47 MB as uint8), so it is read once from its published on-disk format into
-one uint8 tensor on the training device. A batch is an index slice of a permutation of the
-round's index tensor, augmented for the whole batch with tensor ops.
+A data set that fits in memory (CIFAR: 150 MB, Tiny-ImageNet: 1.2 GB, Fashion-MNIST: 47 MB
+as uint8) is read once from its published on-disk format into one uint8 tensor on the
+training device; a batch is an index slice of a permutation of the round's index tensor,
+augmented for the whole batch with tensor ops. Trees of image files (``imagenet``,
+``folder``) too large for that are streamed (:mod:`streamed`): DataLoader workers decode
+each batch of dataset indices.
 """
 import gzip
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from streamed import IMAGE_EXTENSIONS, StreamedImageSet, decode_image
 from utils import LOG, UserError
 
 DEFAULT_DATA_DIR = "../data"  # the published --data default
@@ -38,7 +42,18 @@ DATASETS = {
     "cifar100": DatasetInfo(100, (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), 32, 4),
     "tiny-imagenet": DatasetInfo(200, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 64, 4),
     "fashionmnist": DatasetInfo(10, (0.2860,) * 3, (0.3530,) * 3, 28, 4),
+    # Trees of image files; a folder's classes are its train/ subfolders (0 until read).
+    "imagenet": DatasetInfo(1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 224 // 8),
+    "folder": DatasetInfo(0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 224 // 8),
 }
+# The test folder of each image tree (the train folder is train/ in both layouts).
+IMAGE_TREES = {"imagenet": "val", "folder": "test"}
+DATA_MODES = ("auto", "memory", "stream")
+# auto keeps a folder in memory when its uint8 images take at most this share of the RAM.
+MEMORY_SHARE = 4
+# Image trees are stored by class: without a split file their split is a permutation fixed
+# by this seed (identity order would validate on the last classes only).
+TREE_SPLIT_SEED = 0
 
 
 @dataclass
@@ -49,8 +64,15 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
     def to(self, device: torch.device) -> "ImageSet":
         return ImageSet(self.images.to(device), self.labels.to(device))
+
+
+AnyImageSet = Union[ImageSet, StreamedImageSet]
 
 
 @dataclass
@@ -59,11 +81,12 @@ class Data:
 
     name: str
     info: DatasetInfo
-    train: ImageSet
-    test: ImageSet
+    train: AnyImageSet
+    test: AnyImageSet
     split: np.ndarray
     train_number: int
     source: str = ""  # the folder the images were actually read from
+    mode: str = "memory"  # or "stream"
 
     @property
     def train_indices(self) -> np.ndarray:
@@ -75,7 +98,7 @@ class Data:
 
     def to(self, device: torch.device) -> "Data":
         return Data(self.name, self.info, self.train.to(device), self.test.to(device),
-                    self.split, self.train_number, self.source)
+                    self.split, self.train_number, self.source, self.mode)
 
 
 def train_number_for(train_size: int) -> int:
@@ -137,11 +160,21 @@ def shipped_split(name: str, train_size: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_data(name: str, root: str, split_file: Optional[str] = None, download: bool = True) -> Data:
+def load_data(name: str, root: str, split_file: Optional[str] = None, download: bool = True, *,
+              mode: str = "auto", image_size: Optional[int] = None, workers: int = 0) -> Data:
     """Reads ``name`` from ``root`` in its published layout (downloading when absent and
-    possible) and applies the split file."""
+    possible) and applies the split file.
+
+    ``mode`` (memory, stream, auto), ``image_size`` and ``workers`` concern the image trees
+    (imagenet, folder); the other data sets are always held in memory.
+    """
     if name not in DATASETS:
         raise UserError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name in IMAGE_TREES:
+        return _load_image_tree(name, root, split_file, mode, image_size, workers)
+    if mode == "stream":
+        raise UserError(f"--data_mode stream reads trees of image files (--dataset {' or '.join(IMAGE_TREES)}); "
+                        f"{name} is held in memory")
     loaders: Dict[str, Callable[[str, bool], Tuple[ImageSet, ImageSet, str]]] = {
         "cifar10": _read_cifar10, "cifar100": _read_cifar100,
         "tiny-imagenet": _read_tiny_imagenet, "fashionmnist": _read_fashion_mnist}
@@ -451,6 +484,101 @@ def _read_tiny_imagenet(root: str, download: bool) -> Tuple[ImageSet, ImageSet, 
     test = ImageSet(torch.from_numpy(_decode_rgb(val_paths, size)),
                     torch.tensor([label for _, label in val_entries], dtype=torch.int64))
     return train, test, base
+
+
+def _image_files(folder: str, classes: Dict[str, int], what: str) -> Tuple[List[str], List[int]]:
+    """Image files under ``folder/<class>/`` (any depth), ordered by class, then path, as
+    torchvision's ImageFolder orders them."""
+    paths: List[str] = []
+    labels: List[int] = []
+    for name in sorted(classes):
+        found = []
+        for directory, subdirs, files in os.walk(os.path.join(folder, name), followlinks=True):
+            subdirs.sort()
+            found += [os.path.join(directory, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        paths += found
+        labels += [classes[name]] * len(found)
+    if not paths:
+        raise UserError(f"{what} {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) in class folders")
+    return paths, labels
+
+
+def _class_folders(folder: str) -> List[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
+def _load_image_tree(name: str, root: str, split_file: Optional[str], mode: str,
+                     image_size: Optional[int], workers: int) -> Data:
+    """``root/train/<class>/*`` and ``root/<val|test>/<class>/*``: classes are the train
+    folder's subfolders in sorted order (ImageFolder's labels); the test folder may lack
+    classes but not add any."""
+    test_folder = IMAGE_TREES[name]
+    train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, test_folder)
+    for folder in (train_dir, test_dir):
+        if not os.path.isdir(folder):
+            raise UserError(f"--dataset {name} expects {root}/train/<class>/ and {root}/{test_folder}/<class>/ "
+                            f"holding image files; {folder} is not a folder (see README: data sets)")
+    class_names = _class_folders(train_dir)
+    classes = {c: i for i, c in enumerate(class_names)}
+    unknown = [c for c in _class_folders(test_dir) if c not in classes]
+    if unknown:
+        raise UserError(f"{test_dir} has class folders that train/ lacks: {', '.join(unknown[:5])}")
+    base = DATASETS[name]
+    num_classes = base.num_classes or len(class_names)
+    if len(class_names) > num_classes:
+        raise UserError(f"{train_dir} has {len(class_names)} class folders; {name} has {num_classes} classes")
+    size = image_size if image_size is not None else base.image_size
+    info = DatasetInfo(num_classes, base.mean, base.std, size, max(1, size // 8))
+    train_paths, train_labels = _image_files(train_dir, classes, f"--dataset {name}: the train folder")
+    test_paths, test_labels = _image_files(test_dir, classes, f"--dataset {name}: the test folder")
+    mode = resolve_mode(name, mode, len(train_paths) + len(test_paths), size)
+    sets = []
+    for paths, labels in ((train_paths, train_labels), (test_paths, test_labels)):
+        label_tensor = torch.tensor(labels, dtype=torch.int64)
+        if mode == "stream":
+            sets.append(StreamedImageSet(paths, label_tensor, size, workers))
+        else:
+            LOG.info(f"decoding {len(paths)} {name} images at {size}x{size} into memory ...")
+            sets.append(ImageSet(torch.from_numpy(_decode_resized(paths, size)), label_tensor))
+    if split_file:
+        split = load_split(split_file, len(train_paths), name)
+    else:
+        # stored by class: a fixed permutation, so validation spans the classes
+        split = np.random.default_rng(TREE_SPLIT_SEED).permutation(len(train_paths)).astype(np.int64)
+        LOG.info(f"split: a permutation seeded {TREE_SPLIT_SEED} (no --split_file given; {name} is stored by class)")
+    return Data(name, info, sets[0], sets[1], split, train_number_for(len(train_paths)), root, mode)
+
+
+def memory_bytes() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def resolve_mode(name: str, mode: str, count: int, size: int) -> str:
+    """auto: imagenet streams; a folder stays in memory when its uint8 images take at most
+    1/MEMORY_SHARE of the RAM. A forced memory mode that cannot fit is refused."""
+    needed = count * 3 * size * size
+    available = memory_bytes()
+    if mode == "auto":
+        if name == "imagenet":
+            return "stream"
+        return "memory" if available is not None and needed * MEMORY_SHARE <= available else "stream"
+    if mode == "memory" and available is not None and needed > available:
+        raise UserError(f"--data_mode memory: {count} images at {size}x{size} take {needed / 2 ** 30:.1f} GiB as "
+                        f"uint8, more than this machine's {available / 2 ** 30:.1f} GiB; use --data_mode stream")
+    return mode
+
+
+def _decode_resized(paths: Sequence[str], size: int) -> np.ndarray:
+    """uint8 N x 3 x size x size, each image resized and centre-cropped as for evaluation."""
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    # PIL releases the GIL while decoding, so threads help here.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for i, array in enumerate(pool.map(lambda path: decode_image(path, size, None), paths, chunksize=64)):
+            out[i] = array
+    return out
 
 
 def load_index_file(path: str, data: Data, what: str = "--train_subset") -> np.ndarray:

@@ -75,8 +75,9 @@ class Session:
             torch.backends.cudnn.benchmark = config.seed is None
         if config.compile and self.device.type != "cuda":
             LOG.info("--compile is used on CUDA only; running eagerly on the CPU")
-        self.data: Data = load_data(config.dataset, config.data, config.split_file).to(self.device)
-        LOG.info(f"data: {config.dataset} from {self.data.source}: {self.data.train_number} train, "
+        self.data: Data = load_data(config.dataset, config.data, config.split_file, mode=config.data_mode,
+                                    image_size=config.image_size, workers=config.workers).to(self.device)
+        LOG.info(f"data: {config.dataset} ({self.data.mode}) from {self.data.source}: {self.data.train_number} train, "
                  f"{len(self.data.val_indices)} validation, {len(self.data.test)} test images")
         self.val_indices = torch.as_tensor(self.data.val_indices, device=self.device)
         eval_batch_size = config.eval_batch_size
@@ -116,7 +117,7 @@ class Session:
         """args.json for a fresh run; args_resume.json once a resume has been checked."""
         path = self.paths.run_info.replace(".json", "_resume.json") if self.config.resume else self.paths.run_info
         save_run_info(path, self.script, self.config.to_dict(), describe_device(self.device),
-                      {"data_source": self.data.source, **(extra or {})})
+                      {"data_source": self.data.source, "data_mode": self.data.mode, **(extra or {})})
 
     def new_model(self, base_seed: Optional[int]) -> nn.Module:
         """The configured model on the device; seeded initialisation when ``base_seed`` is given.

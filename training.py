@@ -4,15 +4,18 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from dataset import ImageSet, random_crop_flip, to_model_input
+from dataset import AnyImageSet, random_crop_flip, to_model_input
+from streamed import StreamedImageSet
 from utils import LOG
+
+SEED_BOUND = 2 ** 62
 
 # (dataset indices of the batch, its logits, its targets), called after each training step
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -64,7 +67,33 @@ def show_progress(requested: bool) -> bool:
     return requested and sys.stderr.isatty()
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: ImageSet,
+def _train_batches(train_set: AnyImageSet, order: torch.Tensor, batch_size: int, generator: torch.Generator,
+                   crop_padding: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """(dataset indices, augmented uint8 images) per step, in ``order``: the one place where
+    in-memory and streamed data differ in training."""
+    if isinstance(train_set, StreamedImageSet):
+        # One draw from the epoch's generator seeds every example's transform together with
+        # its dataset index, so the images do not depend on the number of workers.
+        epoch_seed = int(torch.randint(SEED_BOUND, (1,), generator=generator, device=generator.device))
+        yield from train_set.train_batches(order, batch_size, epoch_seed)
+        return
+    for begin in range(0, int(order.numel()), batch_size):
+        batch = order[begin:begin + batch_size]
+        yield batch, random_crop_flip(train_set.images[batch], crop_padding, generator)
+
+
+def _eval_batches(data: AnyImageSet, indices: Optional[torch.Tensor],
+                  batch_size: int) -> Iterator[Tuple[slice, torch.Tensor]]:
+    """(positions in the output, unaugmented uint8 images) of ``indices`` (or all of ``data``)."""
+    count = len(data) if indices is None else int(indices.numel())
+    if isinstance(data, StreamedImageSet):
+        yield from zip(_batches(count, batch_size), data.eval_batches(indices, batch_size))
+        return
+    for part in _batches(count, batch_size):
+        yield part, data.images[part] if indices is None else data.images[indices[part]]
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: AnyImageSet,
                 indices: torch.Tensor, generator: torch.Generator, settings: LoopSettings, *,
                 epoch: int = 0, crop_padding: int = 4, warmup_epochs: int = 0, base_lr: float = 0.0,
                 on_batch: Optional[BatchHook] = None, description: str = "") -> EpochStats:
@@ -80,17 +109,16 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: I
     count = int(indices.numel())
     order = indices[torch.randperm(count, generator=generator, device=indices.device)]
     steps = math.ceil(count / settings.batch_size)
-    device = train_set.images.device
+    device = train_set.device
     loss_sum = torch.zeros((), device=device)
     correct_sum = torch.zeros((), dtype=torch.int64, device=device)
     bar = tqdm(total=steps, desc=description, leave=False, disable=not show_progress(settings.progress),
                dynamic_ncols=True)
-    for step in range(steps):
-        batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+    batches = _train_batches(train_set, order, settings.batch_size, generator, crop_padding)
+    for step, (batch, images) in enumerate(batches):
         if epoch < warmup_epochs:
             for group in optimizer.param_groups:
                 group["lr"] = warmup_lr(base_lr, epoch, step + 1, steps, warmup_epochs)
-        images = random_crop_flip(train_set.images[batch], crop_padding, generator)
         inputs = to_model_input(images, settings.channels_last)
         targets = train_set.labels[batch]
         with _autocast(device, settings.precision):
@@ -127,24 +155,23 @@ def _batches(count: int, batch_size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageSet, settings: LoopSettings,
+def predict(model: nn.Module, data: AnyImageSet, settings: LoopSettings,
             indices: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Predicted labels of ``data`` (or of ``indices`` of it, in that order): eval mode,
     no augmentation, large batches."""
     was_training = model.training
     model.eval()
-    device = data.images.device
+    device = data.device
     count = len(data) if indices is None else int(indices.numel())
     predictions = torch.empty(count, dtype=torch.int64, device=device)
-    for part in _batches(count, settings.eval_batch_size):
-        images = data.images[part] if indices is None else data.images[indices[part]]
+    for part, images in _eval_batches(data, indices, settings.eval_batch_size):
         with _autocast(device, settings.precision):
             predictions[part] = model(to_model_input(images, settings.channels_last)).argmax(dim=1)
     model.train(was_training)
     return predictions
 
 
-def evaluate(model: nn.Module, data: ImageSet, settings: LoopSettings,
+def evaluate(model: nn.Module, data: AnyImageSet, settings: LoopSettings,
              indices: Optional[torch.Tensor] = None) -> float:
     """Top-1 accuracy in percent on ``data`` (or on ``indices`` of it)."""
     count = len(data) if indices is None else int(indices.numel())

@@ -27,6 +27,12 @@ timing synchronises the device first and is read from CUDA events.
     python bench/bench.py                  # full run, writes bench/RESULTS.md
     python bench/bench.py --quick --out /tmp/bench.md
     python bench/bench.py --device cuda --compile
+    python bench/bench.py --streamed --threads 1   # streamed JPEGs vs in memory: bench/RESULTS_streamed.md
+
+``--streamed`` measures only the streamed path (:mod:`streamed`) against the in-memory one
+on an ImageFolder of ``--stream_n`` JPEG files (500x375, ImageNet's typical size) written
+to a temporary folder: the data path alone (uint8 batches decoded, cropped and flipped, made
+float on the device) and ``train_epoch`` with ResNet-18, both at ``--stream_size`` px.
 """
 import argparse
 import datetime
@@ -75,6 +81,13 @@ T = TypeVar("T")
 FULL_SIZES = {"n": 45_000, "steps": 20, "repeats": 3, "eval_n": 10_000}
 FULL_STEPS_CUDA = 0
 QUICK_SIZES = {"n": 2048, "steps": 3, "repeats": 1, "eval_n": 1024}
+# --streamed: JPEG files written, training batches timed per trial (batch STREAM_BATCH)
+STREAM_SIZES = {"n": 512, "train_steps": 3}
+STREAM_QUICK = {"n": 64, "train_steps": 1}
+STREAM_IMAGE_SIZE = 224
+STREAM_BATCH = 32
+STREAM_JPEG = (500, 375)  # ImageNet's most common image size
+STREAM_ARCH, STREAM_CLASSES = "res18", 10
 
 
 # ============================================================================ settings
@@ -130,8 +143,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (CUDA only)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) before anything runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "RESULTS.md"),
-                        help="markdown file the results are written to (default bench/RESULTS.md)")
+    parser.add_argument("--streamed", action="store_true",
+                        help="measure only streamed JPEGs against in-memory images (see above)")
+    parser.add_argument("--stream_n", type=int, default=None,
+                        help=f"JPEG files of --streamed (default {STREAM_SIZES['n']}, quick {STREAM_QUICK['n']})")
+    parser.add_argument("--stream_size", type=int, default=STREAM_IMAGE_SIZE,
+                        help=f"--image_size of --streamed (default {STREAM_IMAGE_SIZE})")
+    parser.add_argument("--out", default=None,
+                        help="markdown file the results are written to (default bench/RESULTS.md, "
+                             "bench/RESULTS_streamed.md with --streamed)")
     return parser.parse_args(argv)
 
 
@@ -157,7 +177,9 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(n=pick["n"], steps=pick["steps"], batch_size=args.batch_size,
                        eval_batch_size=args.eval_batch_size, repeats=pick["repeats"], eval_n=pick["eval_n"],
                        workers=args.workers, device=device, compile=args.compile and device.type == "cuda",
-                       seed=args.seed, quick=args.quick, out=args.out)
+                       seed=args.seed, quick=args.quick,
+                       out=args.out or os.path.join(REPO, "bench", "RESULTS_streamed.md" if args.streamed
+                                                    else "RESULTS.md"))
 
 
 def device_name(device: torch.device) -> str:
@@ -747,6 +769,110 @@ def render(bench: Bench, results: Results) -> str:
     return "\n".join(lines)
 
 
+# ============================================================================ --streamed
+def write_jpeg_tree(root: str, n: int, seed: int) -> str:
+    """``root/train/<class>/*.JPEG``: smooth random images (natural-looking JPEG sizes) of
+    STREAM_JPEG pixels, and the first image of each class in its test folder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    width, height = STREAM_JPEG
+    for i in range(n):
+        folder = os.path.join(root, "train", f"class_{i % STREAM_CLASSES}")
+        os.makedirs(folder, exist_ok=True)
+        os.makedirs(os.path.join(root, "test", f"class_{i % STREAM_CLASSES}"), exist_ok=True)
+        coarse = Image.fromarray(rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8))
+        fine = np.asarray(coarse.resize((width, height), Image.BICUBIC), dtype=np.int16)
+        fine = fine + rng.normal(0, 8, fine.shape).astype(np.int16)
+        image = Image.fromarray(np.clip(fine, 0, 255).astype(np.uint8))
+        image.save(os.path.join(folder, f"{i:06d}.JPEG"), quality=90)
+        if i < STREAM_CLASSES:
+            image.save(os.path.join(root, "test", f"class_{i}", f"{i:06d}.JPEG"), quality=90)
+    return root
+
+
+def streamed_data_path(train: object, count: int, batch_size: int, generator: torch.Generator,
+                       device: torch.device) -> int:
+    """One pass of ``count`` random indices through the loop's batch seam, ending with float
+    batches on the device (as ``train_epoch`` feeds the model)."""
+    from training import _train_batches  # the seam itself, so both paths are timed as trained
+
+    order = torch.randperm(len(train), generator=generator)[:count].to(device)
+    for _, images in _train_batches(train, order, batch_size, generator, max(1, images_side(train) // 8)):
+        to_model_input(images, False)
+    return count
+
+
+def images_side(train: object) -> int:
+    return train.image_size if hasattr(train, "image_size") else int(train.images.shape[-1])
+
+
+def run_streamed(config: BenchConfig, stream_n: int, size: int, train_steps: int) -> str:
+    import tempfile
+
+    import dataset
+
+    rows = []
+    clock = Clock(config.device)
+    with tempfile.TemporaryDirectory() as root:
+        started = time.perf_counter()
+        write_jpeg_tree(root, stream_n, config.seed)
+        print(f"wrote {stream_n} JPEGs in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        memory = dataset.load_data("folder", root, mode="memory", image_size=size).to(config.device)
+        kinds = [("in memory (uint8 tensor, batched pad-crop + flip)", memory.train)]
+        for workers in sorted({0, config.workers}):
+            data = dataset.load_data("folder", root, mode="stream", image_size=size, workers=workers)
+            kinds.append((f"streamed, {workers} workers (decode + resized crop + flip per example)",
+                          data.to(config.device).train))
+        for label, train in kinds:
+            generator = torch.Generator().manual_seed(config.seed)
+            workload = Workload(trial=lambda t=train: streamed_data_path(t, stream_n, STREAM_BATCH, generator,
+                                                                         config.device),
+                                warmup=lambda t=train: streamed_data_path(t, STREAM_BATCH, STREAM_BATCH,
+                                                                          generator, config.device))
+            rows.append((f"data path alone, {label}", measure(label, workload, clock, config.repeats)))
+        for label, train in kinds:
+            torch.manual_seed(config.seed)
+            model = build_model(STREAM_ARCH, STREAM_CLASSES).to(config.device)
+            optimizer = new_optimizer(model)
+            settings = LoopSettings(batch_size=STREAM_BATCH, eval_batch_size=STREAM_BATCH, print_freq=10 ** 9,
+                                    progress=False)
+            generator = torch.Generator().manual_seed(config.seed)
+            count = min(train_steps * STREAM_BATCH, stream_n)
+
+            def run(images: int, t: object = train, m: nn.Module = model, o: object = optimizer) -> int:
+                indices = torch.randperm(len(t), generator=generator)[:images].to(config.device)
+                return train_epoch(m, o, t, indices, generator, settings).examples
+
+            workload = Workload(trial=lambda r=run: r(count), warmup=lambda r=run: r(STREAM_BATCH))
+            rows.append((f"train_epoch, ResNet-18, {label}", measure(label, workload, clock, config.repeats)))
+    lines = [
+        f"# Streamed JPEGs vs in-memory images{' (quick mode)' if config.quick else ''}",
+        "",
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- device: {device_name(config.device)}; {os.cpu_count()} CPU cores",
+        f"- torch {torch.__version__}, torchvision {_torchvision_version()}, numpy {np.__version__}, "
+        f"Python {platform.python_version()}",
+        f"- threads: torch.get_num_threads() = {torch.get_num_threads()} "
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); DataLoader workers use one each",
+        f"- data: {stream_n} JPEG files of {STREAM_JPEG[0]}x{STREAM_JPEG[1]} (quality 90) in an ImageFolder, "
+        f"images of {size}x{size}, batches of {STREAM_BATCH}; {config.repeats} repeats (median, min–max)",
+        f"- data rows pass all {stream_n} images; train rows {min(train_steps * STREAM_BATCH, stream_n)} "
+        f"({STREAM_ARCH}, {STREAM_CLASSES} classes, fp32)",
+        "",
+        "| Path | images/s | spread | vs in memory |",
+        "|---|---:|---:|---:|",
+    ]
+    bases = {"data": rows[0][1], "train": rows[len(kinds)][1]}
+    for label, m in rows:
+        base = bases["data" if label.startswith("data") else "train"]
+        lines.append(f"| {label} | {m.median_rate:,.1f} | {_spread(m.rates, ',.1f')} | "
+                     f"{m.median_rate / base.median_rate:.2f}x |")
+    lines += ["", "The record gather across ranks is not measured: distributed training is not implemented yet.",
+              ""]
+    return "\n".join(lines)
+
+
 def _torchvision_version() -> str:
     try:
         import torchvision
@@ -761,8 +887,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         torch.set_num_threads(max(1, args.threads))
     config = resolve_config(args)
     started = time.perf_counter()
-    bench = make_bench(config)
-    report = render(bench, run_all(bench))
+    if args.streamed:
+        sizes = STREAM_QUICK if args.quick else STREAM_SIZES
+        report = run_streamed(config, args.stream_n or sizes["n"], args.stream_size, sizes["train_steps"])
+    else:
+        bench = make_bench(config)
+        report = render(bench, run_all(bench))
     print(report)
     out_dir = os.path.dirname(os.path.abspath(config.out))
     os.makedirs(out_dir, exist_ok=True)

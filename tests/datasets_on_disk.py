@@ -94,3 +94,31 @@ def write_tiny_imagenet(root: str, classes: int = 4, per_class: int = 10, n_val:
     with open(os.path.join(base, "wnids.txt"), "w") as handle:
         handle.write("\n".join(wnids) + "\n")
     return root
+
+
+def write_image_tree(root: str, layout: str = "folder", classes: int = 3, per_class: int = 8, test_per_class: int = 4,
+                     size: int = 40, seed: int = 4) -> str:
+    """An ImageFolder tree of real JPEG files: train/<class>/*.JPEG and, by ``layout``,
+    test/<class>/ (``folder``) or val/<wnid>/ (``imagenet``, ILSVRC-2012 as usually unpacked).
+    Images are ``size`` px wide and ``size * 3 // 4`` high, so crops meet a non-square image."""
+    from PIL import Image
+
+    names = [f"n{1440000 + i:08d}" for i in range(classes)] if layout == "imagenet" else \
+        [f"class_{chr(ord('a') + i)}" for i in range(classes)]
+    test_folder = "val" if layout == "imagenet" else "test"
+    total = classes * (per_class + test_per_class)
+    labels = np.repeat(np.arange(classes), per_class + test_per_class)
+    images, _ = class_images(total, classes, size, 3, seed)
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(40, 216, size=(classes, 3))
+    for i, name in enumerate(names):
+        for part, count, offset in (("train", per_class, 0), (test_folder, test_per_class, per_class)):
+            folder = os.path.join(root, part, name)
+            os.makedirs(folder, exist_ok=True)
+            for j in range(count):
+                index = i * (per_class + test_per_class) + offset + j
+                image = images[index, :, : size * 3 // 4].astype(np.int16)
+                image = image - image.mean(axis=(1, 2), keepdims=True) + palette[labels[index]][:, None, None]
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8).transpose(1, 2, 0)).save(
+                    os.path.join(folder, f"{name}_{j}.JPEG"), quality=90)
+    return root

@@ -29,3 +29,18 @@ def test_quick_bench_prints_table_and_writes_results(tmp_path, device: torch.dev
     assert ("device: CPU" if device.type == "cpu" else "(CUDA ") in report
     assert "torch " in report and "threads:" in report
     assert "(quick mode)" in report
+
+
+def test_streamed_bench_compares_streamed_with_memory(tmp_path) -> None:
+    out = tmp_path / "streamed.md"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "bench.py"), "--streamed", "--quick", "--device", "cpu",
+         "--threads", "1", "--stream_n", "24", "--stream_size", "32", "--workers", "1", "--out", str(out)],
+        capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = out.read_text()
+    for row in ("data path alone, in memory", "data path alone, streamed, 0 workers",
+                "data path alone, streamed, 1 workers", "train_epoch, ResNet-18, streamed, 1 workers"):
+        assert row in report, row
+    assert "torch " in report and "threads:" in report

@@ -732,4 +732,7 @@ def test_dataset_statistics_match_spec() -> None:
     assert infos["fashionmnist"].std == pytest.approx((0.3530,) * 3)
     assert [infos[n].num_classes for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")] == [10, 100, 200, 10]
     assert [infos[n].image_size for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")] == [32, 32, 64, 28]
-    assert all(info.crop_padding == 4 for info in infos.values())
+    assert all(infos[n].crop_padding == 4 for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist"))
+    # image trees: ImageNet's statistics and 224 px; a folder's classes come from its tree
+    assert (infos["imagenet"].num_classes, infos["imagenet"].image_size) == (1000, 224)
+    assert infos["folder"].mean == pytest.approx((0.485, 0.456, 0.406))
