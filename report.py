@@ -319,7 +319,31 @@ def recorded_folders(retrain: RetrainRun, key: str) -> List[str]:
     absolute = retrain.ticket.get(key)  # main_train.py also records the absolute path
     if absolute and os.path.isabs(str(absolute)):
         folders.insert(0, os.path.realpath(os.path.dirname(str(absolute))))
+        moved = moved_path(retrain, str(absolute))
+        if moved:
+            folders.append(os.path.realpath(os.path.dirname(moved)))
     return list(dict.fromkeys(folders))
+
+
+def moved_path(retrain: RetrainRun, recorded: str) -> Optional[str]:
+    """Where ``recorded`` (an absolute path written when the run started) lies now, if the
+    folder holding both it and the retraining run was moved or copied (e.g. a sweep's tables
+    committed under results/): the recorded --save_dir and the run's real path share their
+    last components, and what precedes them is the old and the new root."""
+    save_dir = retrain.arguments.get("save_dir")
+    if not save_dir or not os.path.isabs(str(save_dir)):
+        return None
+    then = os.path.normpath(str(save_dir)).split(os.sep)
+    now = os.path.normpath(retrain.path).split(os.sep)
+    shared = 0
+    while shared < min(len(then), len(now)) - 1 and then[-1 - shared] == now[-1 - shared]:
+        shared += 1
+    if shared == 0:
+        return None
+    old_root, new_root = os.sep.join(then[:-shared]), os.sep.join(now[:-shared])
+    if old_root == new_root or not recorded.startswith(old_root + os.sep):
+        return None
+    return new_root + recorded[len(old_root):]
 
 
 def ticket_source(retrain: RetrainRun, runs: Sequence[Run]) -> Optional[Tuple[int, str]]:
