@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import distributed
 from training import BatchHook
 
 # The published scripts count an example that was never learned as this many forgetting
@@ -133,6 +134,7 @@ class RoundStatistics:
 
     correctness: CorrectnessRecorder
     el2n: Optional[EL2NRecorder] = None
+    _el2n_before: Optional[torch.Tensor] = field(default=None, repr=False)  # distributed: see gather()
 
     @classmethod
     def empty(cls, epochs: int, examples: int, device: torch.device,
@@ -143,11 +145,24 @@ class RoundStatistics:
 
     def batch_hook(self, epoch: int) -> BatchHook:
         recorders = [r for r in (self.correctness, self.el2n) if r is not None]
+        if self.el2n is not None and distributed.world() > 1:
+            self._el2n_before = self.el2n.sums.clone()  # what gather() adds the ranks' parts to
 
         def hook(indices: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
             for recorder in recorders:
                 recorder.record(epoch, indices, logits, targets)
         return hook
+
+    def gather(self, epoch: int) -> None:
+        """Under torchrun, after ``epoch``: each rank recorded only the examples it trained;
+        afterwards every rank holds all of them (the same bits on every rank)."""
+        row = self.correctness.values[epoch].to(torch.int32)
+        # Each example was trained by exactly one rank; the others hold UNTRAINED (-1),
+        # below 0 and 1, so the maximum is the one rank's record.
+        self.correctness.values[epoch] = distributed.all_reduce(row, "max").to(torch.int8)
+        if self.el2n is not None and epoch < self.el2n.score_epochs:
+            before = self._el2n_before
+            self.el2n.sums.copy_(before + distributed.all_reduce(self.el2n.sums - before))
 
 
 # ============================================================================ selection rules

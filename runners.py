@@ -16,8 +16,10 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 import checkpoint as codec
+import distributed
 import pruner
 from checkpoint import RunState, StateDict
 from cli import Config, resume_mismatches, run_identity
@@ -38,35 +40,49 @@ IMP_SCRIPT, PRAC_SCRIPT, RETRAIN_SCRIPT = "main_imp.py", "main_PrAC_imp.py", "ma
 EpochCheck = Tuple[Optional[float], bool, Optional[float]]  # (Early-Bird distance, stop, its seconds)
 
 
+def shared_fresh_seed() -> int:
+    """A fresh seed, rank 0's on every rank: the ranks must draw the same permutations."""
+    return distributed.broadcast_object(fresh_seed())
+
+
 def copy_state(model: nn.Module) -> StateDict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 class Session:
-    """What a run works with: config, device, data, file names, result tables, loop settings."""
+    """What a run works with: config, device, data, file names, result tables, loop settings.
+
+    Under torchrun every rank has one; rank 0 alone holds the save_dir lock and writes.
+    """
 
     def __init__(self, config: Config, script: str):
         self.config = config
         self.script = script
+        distributed.init_from_env(use_cuda=config.device != "cpu" and torch.cuda.is_available())
+        self.lock = None
         try:
-            os.makedirs(config.save_dir, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"--save_dir {config.save_dir} cannot be created ({error})") from None
-        self.paths = RunPaths(config.save_dir)
-        # held for the run's life (released by close(), or by the OS if the process dies)
-        self.lock = claim_save_dir(config.save_dir)
-        try:
+            if distributed.is_main():
+                try:
+                    os.makedirs(config.save_dir, exist_ok=True)
+                except OSError as error:
+                    raise UserError(f"--save_dir {config.save_dir} cannot be created ({error})") from None
+                # held for the run's life (released by close(), or by the OS if the process dies)
+                self.lock = claim_save_dir(config.save_dir)
+            self.paths = RunPaths(config.save_dir)
             self._start()
         except BaseException:
-            self.lock.release()
+            self.close()
             raise
 
     def _start(self) -> None:
         config = self.config
-        if not config.resume:
+        if not config.resume and distributed.is_main():
             self._claim_fresh_save_dir()
-        setup_logging(config.save_dir)
-        self.device = select_device(config.device, config.gpu)
+        # The other ranks read save_dir (a resume's checkpoint) only once rank 0 has claimed it.
+        distributed.barrier()
+        setup_logging(config.save_dir if distributed.is_main() else None, quiet=not distributed.is_main())
+        gpu = distributed.local_rank() if distributed.launched() else config.gpu
+        self.device = select_device(config.device, gpu)
         LOG.info(f"device: {describe_device(self.device)}")
         if self.device.type == "cuda":
             # Seeded runs stay reproducible (as the published setup_seed); unseeded ones
@@ -85,7 +101,11 @@ class Session:
             eval_batch_size = CUDA_EVAL_BATCH if self.device.type == "cuda" else CPU_EVAL_BATCH
         self.settings = LoopSettings(batch_size=config.batch_size, eval_batch_size=eval_batch_size,
                                      precision=config.precision, channels_last=config.use_channels_last,
-                                     print_freq=config.print_freq, progress=not config.no_progress)
+                                     print_freq=config.print_freq,
+                                     progress=not config.no_progress and distributed.is_main())
+        if distributed.world() > 1:
+            LOG.info(f"distributed: {distributed.world()} processes ({torch.distributed.get_backend()}), "
+                     f"global batch {config.batch_size}")
         self.epoch_table = ResultTable(self.paths.epochs_csv, EPOCH_FIELDS)
         self.round_table = ResultTable(self.paths.rounds_csv, ROUND_FIELDS)
         self.identity = run_identity(config)  # what a resume checks against (input files by sha256)
@@ -97,7 +117,10 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        distributed.close()
 
     def _claim_fresh_save_dir(self) -> None:
         """A fresh run never overwrites a run that has a checkpoint; the leftovers of one that
@@ -115,6 +138,9 @@ class Session:
 
     def save_run_info(self, extra: Optional[Dict[str, Any]] = None) -> None:
         """args.json for a fresh run; args_resume.json once a resume has been checked."""
+        if not distributed.is_main():
+            return
+        extra = {"world_size": distributed.world(), **(extra or {})} if distributed.world() > 1 else extra
         path = self.paths.run_info.replace(".json", "_resume.json") if self.config.resume else self.paths.run_info
         save_run_info(path, self.script, self.config.to_dict(), describe_device(self.device),
                       {"data_source": self.data.source, "data_mode": self.data.mode, **(extra or {})})
@@ -135,7 +161,13 @@ class Session:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def forward_model(self, model: nn.Module) -> nn.Module:
+    def forward_model(self, model: nn.Module, train: bool = False) -> nn.Module:
+        """What runs the forward pass: under torchrun the training model is wrapped in DDP
+        (built per round, as pruning replaces the parameters); evaluation uses the plain
+        model, whose ranks run different numbers of batches."""
+        if train and distributed.world() > 1:
+            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None)
         if self.config.compile and self.device.type == "cuda":
             return torch.compile(model)  # type: ignore[return-value]
         return model
@@ -174,10 +206,13 @@ def save_run(session: Session, model: nn.Module, optimizer: torch.optim.Optimize
     The order matters: a run killed between the two resumes from the previous checkpoint
     and redoes this epoch, so the best file can never be older than the checkpoint says.
     """
-    contents = codec.encode(run, model, optimizer, scheduler, session.identity, session.script)
-    if is_best:
-        save_checkpoint(contents, session.paths.best(session.tag(run)))
-    save_checkpoint(contents, session.paths.checkpoint(session.tag(run)))
+    if distributed.is_main():
+        contents = codec.encode(run, model, optimizer, scheduler, session.identity, session.script)
+        if is_best:
+            save_checkpoint(contents, session.paths.best(session.tag(run)))
+        save_checkpoint(contents, session.paths.checkpoint(session.tag(run)))
+    # The other ranks read the best files (pruning-aware predictions, pt rewinding) later.
+    distributed.barrier()
 
 
 def new_optimizer(session: Session, model: nn.Module, schedule: RoundSchedule,
@@ -212,7 +247,7 @@ def resume_run(session: Session, plan: "Plan") -> Tuple[nn.Module, torch.optim.O
     if not path:
         raise UserError(f"--resume found no checkpoint in {config.save_dir}: the run stopped before its first "
                         f"checkpoint (or never started); start it afresh with {restart_command(session.script)}")
-    fallback_seed = config.seed if config.seed is not None else fresh_seed()
+    fallback_seed = config.seed if config.seed is not None else shared_fresh_seed()
     decoded = codec.decode(session.load(path, "checkpoint"), path, fallback_seed, session.full_schedule())
     plan.check_resumable(decoded, path)
     run = decoded.run
@@ -238,9 +273,10 @@ def resume_run(session: Session, plan: "Plan") -> Tuple[nn.Module, torch.optim.O
         raise UserError(f"checkpoint {path}: its optimiser state does not fit this model ({error})") from None
     plan.restore(run, decoded, path)
     # Result rows past the checkpoint are recomputed, so drop them now.
-    session.epoch_table.keep_only(lambda row: int(row["round"]) < run.round or
-                                  (int(row["round"]) == run.round and int(row["epoch"]) <= run.epoch))
-    session.round_table.keep_only(lambda row: int(row["round"]) < run.round)
+    if distributed.is_main():
+        session.epoch_table.keep_only(lambda row: int(row["round"]) < run.round or
+                                      (int(row["round"]) == run.round and int(row["epoch"]) <= run.epoch))
+        session.round_table.keep_only(lambda row: int(row["round"]) < run.round)
     session.save_run_info()
     LOG.info(f"resumed from {path}: {session.label(run)}, {run.epoch}/{run.schedule.epochs} epochs done")
     return model, optimizer, scheduler, run
@@ -254,15 +290,18 @@ def train_round(session: Session, model: nn.Module, optimizer: torch.optim.Optim
     config, data = session.config, session.data
     indices = torch.as_tensor(run.train_indices, device=session.device)
     forward_model = session.forward_model(model)
+    train_model = session.forward_model(model, train=True) if distributed.world() > 1 else forward_model
     while not run.round_finished and run.epoch < run.schedule.epochs:
         epoch = run.epoch
         lr = optimizer.param_groups[0]["lr"]
         generator = make_generator(session.device, run.base_seed, STREAM_TRAIN, run.round, epoch)
-        stats = train_epoch(forward_model, optimizer, data.train, indices, generator, session.settings,
+        stats = train_epoch(train_model, optimizer, data.train, indices, generator, session.settings,
                             epoch=epoch, crop_padding=data.info.crop_padding,
                             warmup_epochs=run.schedule.warmup, base_lr=config.lr,
-                            on_batch=plan.batch_hook(run, epoch),
+                            on_batch=traced(plan.batch_hook(run, epoch), f"trained.r{run.round}.e{epoch}"),
                             description=f"{session.label(run)} epoch {epoch + 1}/{run.schedule.epochs}")
+        distributed.sync_buffers(model)
+        plan.gather_records(run, epoch)
         val_acc = evaluate(forward_model, data.train, session.settings, session.val_indices)
         test_acc = evaluate(forward_model, data.test, session.settings)
         scheduler.step()
@@ -282,18 +321,34 @@ def train_round(session: Session, model: nn.Module, optimizer: torch.optim.Optim
         if stop:
             run.round_finished, run.eb_stop_epoch = True, epoch + 1
         # The row goes first: if the run dies before the checkpoint, resuming drops it.
-        session.epoch_table.append({
-            "round": run.round, "epoch": epoch + 1, "lr": lr, "train_acc": stats.accuracy,
-            "val_acc": val_acc, "test_acc": test_acc, "remaining_weights": pruner.remaining_weights(model),
-            "train_examples": stats.examples, "round_steps": run.round_steps,
-            "round_examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
-            "eb_distance": distance, "eb_seconds": check_seconds, "seconds": stats.seconds})
+        if distributed.is_main():
+            session.epoch_table.append({
+                "round": run.round, "epoch": epoch + 1, "lr": lr, "train_acc": stats.accuracy,
+                "val_acc": val_acc, "test_acc": test_acc, "remaining_weights": pruner.remaining_weights(model),
+                "train_examples": stats.examples, "round_steps": run.round_steps,
+                "round_examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
+                "eb_distance": distance, "eb_seconds": check_seconds, "seconds": stats.seconds})
         save_run(session, model, optimizer, scheduler, run, is_best=is_best)
         LOG.info(f"{session.label(run)} epoch {epoch + 1}/{run.schedule.epochs}: lr {lr:.4g} "
                  f"train {stats.accuracy:.2f} val {val_acc:.2f} test {test_acc:.2f} "
                  f"({stats.examples / max(stats.seconds, 1e-9):.0f} img/s)"
                  + (f" mask distance {distance:.4f}" if distance is not None else "")
                  + (" -> Early-Bird stop" if stop else ""))
+
+
+def traced(hook: Optional[BatchHook], name: str) -> Optional[BatchHook]:
+    """``hook``, which with PRAC_LTH_TRACE set also saves the dataset indices this rank has
+    trained so far in the epoch (the test of distributed runs counts them)."""
+    if not os.environ.get(distributed.TRACE_ENV):
+        return hook
+    seen = []
+
+    def tracing(indices: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        seen.append(indices.cpu())
+        distributed.trace(name, torch.cat(seen))  # rewritten each batch: a test aid, not a hot path
+        if hook is not None:
+            hook(indices, logits, targets)
+    return tracing
 
 
 def finish_round(session: Session, model: nn.Module, run: RunState) -> Tuple[float, float]:
@@ -303,9 +358,18 @@ def finish_round(session: Session, model: nn.Module, run: RunState) -> Tuple[flo
         raise UserError(f"{session.label(run)} has no finished epoch to report")
     best = int(np.argmax(val))
     best_val, test_at_best = val[best], run.results["test_acc"][best]
+    remaining = pruner.remaining_weights(model)
+    if distributed.is_main():
+        _report_round(session, run, remaining, best_val, test_at_best)
+    LOG.info(f"* {session.label(run)}: remaining weights {remaining:.2f}%, best validation {best_val:.2f} "
+             f"at epoch {best + 1}, test accuracy there {test_at_best:.2f}")
+    return best_val, test_at_best
+
+
+def _report_round(session: Session, run: RunState, remaining: float, best_val: float, test_at_best: float) -> None:
+    """The round's plot and row (rank 0)."""
     plot_curves(run.results, session.paths.curves(session.tag(run)),
                 title=f"{session.config.arch} {session.config.dataset} {session.label(run)}")
-    remaining = pruner.remaining_weights(model)
     session.round_table.append({
         "round": run.round, "remaining_weights": remaining, "train_examples": len(run.train_indices),
         "forgetting_part": run.set_parts.get("forgetting_part"),
@@ -314,9 +378,6 @@ def finish_round(session: Session, model: nn.Module, run: RunState) -> Tuple[flo
         "steps": run.round_steps, "examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
         "best_val_acc": best_val, "test_acc_at_best_val": test_at_best, "seconds": run.round_seconds,
         "select_rule": session.config.select if session.script == PRAC_SCRIPT else None})
-    LOG.info(f"* {session.label(run)}: remaining weights {remaining:.2f}%, best validation {best_val:.2f} "
-             f"at epoch {best + 1}, test accuracy there {test_at_best:.2f}")
-    return best_val, test_at_best
 
 
 # ============================================================================ plans
@@ -348,6 +409,9 @@ class Plan:
     def batch_hook(self, run: RunState, epoch: int) -> Optional[BatchHook]:
         return None
 
+    def gather_records(self, run: RunState, epoch: int) -> None:
+        """Under torchrun: merges the ranks' records of ``epoch`` so every rank holds all."""
+
     def after_epoch(self, run: RunState, model: nn.Module, epoch: int) -> EpochCheck:
         return None, False, None
 
@@ -361,7 +425,8 @@ class SearchPlan(Plan):
     def after_epoch(self, run: RunState, model: nn.Module, epoch: int) -> EpochCheck:
         if run.round == 0 and epoch == self.config.rewind_epoch:
             rewind_weights = copy_state(model)
-            save_checkpoint(rewind_weights, self.session.paths.rewind_weight(epoch))
+            if distributed.is_main():
+                save_checkpoint(rewind_weights, self.session.paths.rewind_weight(epoch))
             if self.config.prune_type == "rewind_lt":
                 run.rewind_weights = rewind_weights
         return None, False, None
@@ -482,12 +547,21 @@ class PracPlan(SearchPlan):
         assert run.statistics is not None
         return run.statistics.batch_hook(epoch)
 
+    def gather_records(self, run: RunState, epoch: int) -> None:
+        assert run.statistics is not None
+        if distributed.world() > 1:
+            run.statistics.gather(epoch)
+
     def after_epoch(self, run: RunState, model: nn.Module, epoch: int) -> EpochCheck:
         super().after_epoch(run, model, epoch)
         assert run.early_bird is not None
         start = time.time()
-        distance, stop = run.early_bird.update(epoch, pruner.candidate_mask(model, self.config.rate),
-                                               pruner.unpruned_count(model))
+        candidate = pruner.candidate_mask(model, self.config.rate)
+        if distributed.world() > 1:
+            # The ranks hold the same weights, so the same mask; two numbers per layer
+            # (kept count, sum of kept positions) check it with two small all-reduces.
+            distributed.assert_same(mask_fingerprint(candidate), "the Early-Bird candidate mask")
+        distance, stop = run.early_bird.update(epoch, candidate, pruner.unpruned_count(model))
         return distance, stop, time.time() - start
 
     def ticket_mask(self, run: RunState, model: nn.Module) -> pruner.Mask:
@@ -517,6 +591,8 @@ class PracPlan(SearchPlan):
                                 generator=np.random.default_rng(selection_seed))
         selection = self.rule.select(inputs)
         indices, fell_back = next_training_set(selection, run.train_indices)
+        distributed.trace(f"records.r{run.round}", run.statistics.correctness.values[:run.epoch].t())
+        distributed.trace(f"selected.r{run.round}", indices)
         parts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in selection.parts.items())
         LOG.info(f"* {self.config.select} set after round {run.round}: {selection.indices.size} examples "
                  f"({parts}; {time.time() - start:.2f}s)")
@@ -529,8 +605,19 @@ class PracPlan(SearchPlan):
         return following
 
     def save_round_files(self, run: RunState) -> None:
-        atomic_write(self.session.paths.prac_set(run.round),
-                     lambda handle: np.save(handle, np.asarray(run.train_indices, dtype=np.int64)))
+        if distributed.is_main():
+            atomic_write(self.session.paths.prac_set(run.round),
+                         lambda handle: np.save(handle, np.asarray(run.train_indices, dtype=np.int64)))
+
+
+def mask_fingerprint(mask: pruner.Mask) -> torch.Tensor:
+    """Per layer, the number of kept weights and the sum of their flat positions (exact in
+    float64 for any layer under 2**26 weights)."""
+    values = []
+    for layer in mask.values():
+        kept = layer.detach().flatten().double()
+        values += [kept.sum(), (kept * torch.arange(kept.numel(), dtype=torch.float64, device=kept.device)).sum()]
+    return torch.stack(values) if values else torch.zeros(1)
 
 
 def train_split_predictions(session: Session, checkpoint_path: str) -> np.ndarray:
@@ -557,7 +644,7 @@ def run_rounds(session: Session, plan: SearchPlan) -> None:
         model, optimizer, scheduler, run = resume_run(session, plan)
     else:
         session.save_run_info()
-        base_seed = config.seed if config.seed is not None else fresh_seed()
+        base_seed = config.seed if config.seed is not None else shared_fresh_seed()
         model = session.new_model(base_seed)
         train_indices, schedule = plan.first_round()
         # rewind_lt has no rewind point until epoch --rewind_epoch of round 0 has run.
@@ -579,7 +666,8 @@ def run_rounds(session: Session, plan: SearchPlan) -> None:
         with weights_error("rewind weights", config):
             pruner.rewind(model, plan.rewind_target(run, model), mask)
         if run.round == config.pruning_times - 1:
-            save_checkpoint(codec.encode_final_ticket(run, model), session.paths.final_ticket())
+            if distributed.is_main():
+                save_checkpoint(codec.encode_final_ticket(run, model), session.paths.final_ticket())
             LOG.info(f"final ticket ({pruner.remaining_weights(model):.2f}% weights) saved to "
                      f"{session.paths.final_ticket()}")
             break
@@ -619,7 +707,7 @@ def _retrain(session: Session, plan: Plan) -> None:
     if config.resume:
         model, optimizer, scheduler, run = resume_run(session, plan)
     else:
-        base_seed = config.seed if config.seed is not None else fresh_seed()
+        base_seed = config.seed if config.seed is not None else shared_fresh_seed()
         model = session.new_model(base_seed)
         init_weights = (_init_weights(session.load(config.init_dir, "--init_dir"), config.init_dir)
                         if config.init_dir else pruner.dense_state_dict(copy_state(model)))

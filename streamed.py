@@ -13,7 +13,7 @@ Reproducibility: each example's random crop and flip are drawn from a generator 
 run gives the same images, and the same numbers, with any ``--workers`` (0 included).
 """
 import math
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -145,14 +145,27 @@ class StreamedImageSet:
         for images, indices in self._loader:
             yield (images.to(self.device, non_blocking=True), indices.to(self.device, non_blocking=True))
 
-    def train_batches(self, order: torch.Tensor, batch_size: int,
-                      epoch_seed: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """(dataset indices, augmented uint8 images) for consecutive ``batch_size`` slices of ``order``."""
+    def train_batches(self, order: torch.Tensor, batch_size: int, epoch_seed: int,
+                      share: Optional[Callable[[int], slice]] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(dataset indices, augmented uint8 images) for consecutive ``batch_size`` slices of ``order``.
+
+        ``share(n)``: the positions of each batch of ``n`` to decode and yield (a rank's slice
+        under torchrun); a batch whose share is empty comes as an empty one.
+        """
         listed = order.tolist()
-        plan = [[(index, epoch_seed) for index in listed[begin:begin + batch_size]]
-                for begin in range(0, len(listed), batch_size)]
-        for images, indices in self._batches(plan):
-            yield indices, images
+        batches = [listed[begin:begin + batch_size] for begin in range(0, len(listed), batch_size)]
+        if share is not None:
+            batches = [batch[share(len(batch))] for batch in batches]
+        decoded = self._batches([[(index, epoch_seed) for index in batch] for batch in batches if batch])
+        for batch in batches:
+            if batch:
+                images, indices = next(decoded)
+                yield indices, images
+            else:
+                yield (torch.empty(0, dtype=torch.int64, device=self.device),
+                       torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8, device=self.device))
+        for _ in decoded:  # finishes the loader's pass (there is nothing left)
+            pass
 
     def eval_batches(self, indices: Optional[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
         """Unaugmented uint8 images of ``indices`` (all, in order, when None), batch by batch."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import distributed
 from dataset import AnyImageSet, random_crop_flip, to_model_input
 from streamed import StreamedImageSet
 from utils import LOG
@@ -70,16 +71,24 @@ def show_progress(requested: bool) -> bool:
 def _train_batches(train_set: AnyImageSet, order: torch.Tensor, batch_size: int, generator: torch.Generator,
                    crop_padding: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """(dataset indices, augmented uint8 images) per step, in ``order``: the one place where
-    in-memory and streamed data differ in training."""
+    in-memory and streamed data differ in training. Under torchrun: this rank's slice
+    (:func:`distributed.shard`) of each global batch of ``batch_size``, possibly empty."""
+    share = distributed.shard if distributed.world() > 1 else None
     if isinstance(train_set, StreamedImageSet):
         # One draw from the epoch's generator seeds every example's transform together with
-        # its dataset index, so the images do not depend on the number of workers.
+        # its dataset index, so the images depend on neither the number of workers nor of ranks.
         epoch_seed = int(torch.randint(SEED_BOUND, (1,), generator=generator, device=generator.device))
-        yield from train_set.train_batches(order, batch_size, epoch_seed)
+        yield from train_set.train_batches(order, batch_size, epoch_seed, share)
         return
     for begin in range(0, int(order.numel()), batch_size):
         batch = order[begin:begin + batch_size]
-        yield batch, random_crop_flip(train_set.images[batch], crop_padding, generator)
+        images = random_crop_flip(train_set.images[batch], crop_padding, generator)
+        if share is not None:
+            # Every rank augments the whole global batch (cheap next to the forward pass), so
+            # the generator and the images do not depend on the number of ranks.
+            part = share(int(batch.numel()))
+            batch, images = batch[part], images[part]
+        yield batch, images
 
 
 def _eval_batches(data: AnyImageSet, indices: Optional[torch.Tensor],
@@ -103,6 +112,11 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: A
     ``on_batch(batch_indices, logits, targets)`` is called after every step with that step's
     own (detached) logits, so per-example statistics are recorded from the very forward
     pass that trained on the example; it must not sync with the host.
+
+    Under torchrun (``model`` wrapped in DDP) every rank draws the same permutation and the
+    same global batches of ``settings.batch_size``, and trains its contiguous slice of each
+    (:func:`distributed.shard`): together the ranks train every index once per epoch, with
+    no padding. ``on_batch`` sees the rank's slice; the returned stats are global.
     """
     model.train()
     start = time.time()
@@ -115,7 +129,14 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: A
     bar = tqdm(total=steps, desc=description, leave=False, disable=not show_progress(settings.progress),
                dynamic_ncols=True)
     batches = _train_batches(train_set, order, settings.batch_size, generator, crop_padding)
+    world = distributed.world()
+    seen = 0
     for step, (batch, images) in enumerate(batches):
+        # Under torchrun ``batch`` is this rank's slice. A final global batch smaller than
+        # the world leaves some slices empty; those ranks still run the (empty) forward and
+        # backward pass that DDP's gradient all-reduce waits for.
+        global_size = min(settings.batch_size, count - step * settings.batch_size)
+        seen += int(batch.numel())
         if epoch < warmup_epochs:
             for group in optimizer.param_groups:
                 group["lr"] = warmup_lr(base_lr, epoch, step + 1, steps, warmup_epochs)
@@ -123,7 +144,17 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: A
         targets = train_set.labels[batch]
         with _autocast(device, settings.precision):
             logits = model(inputs)
-            loss = F.cross_entropy(logits, targets)
+            if world == 1:
+                loss = F.cross_entropy(logits, targets)
+                example_loss_sum = loss.detach().float() * batch.numel()
+            else:
+                # DDP averages the ranks' gradients: the rank's summed loss times
+                # world / global batch size makes that average the gradient of the mean
+                # loss over the global batch, as one process computes it, whatever the
+                # slice sizes (and 0 for an empty slice).
+                example_loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+                loss = example_loss_sum * (world / global_size)
+                example_loss_sum = example_loss_sum.detach().float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -131,20 +162,22 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: A
         correct = logits.argmax(dim=1) == targets
         if on_batch is not None:
             on_batch(batch, logits, targets)
-        loss_sum += loss.detach().float() * batch.numel()
+        loss_sum += example_loss_sum
         correct_sum += correct.sum()
         log_line = step % settings.print_freq == 0 and settings.print_freq < steps
         if log_line or step == steps - 1:
             # The only host syncs of the loop: at --print_freq, for the log and the bar.
-            seen = min((step + 1) * settings.batch_size, count)
-            running_acc = 100.0 * correct_sum.item() / seen
-            running_loss = loss_sum.item() / seen
+            # (this rank's examples so far; the epoch's totals below are global)
+            running_acc = 100.0 * correct_sum.item() / max(seen, 1)
+            running_loss = loss_sum.item() / max(seen, 1)
             bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.2f}")
             if log_line:
                 LOG.info(f"Epoch [{epoch}][{step}/{steps}] loss {running_loss:.4f} acc {running_acc:.3f} "
                           f"time {time.time() - start:.2f}")
         bar.update(1)
     bar.close()
+    distributed.all_reduce(loss_sum)
+    distributed.all_reduce(correct_sum)
     return EpochStats(accuracy=100.0 * correct_sum.item() / count, loss=loss_sum.item() / count,
                       steps=steps, examples=count, seconds=time.time() - start)
 
@@ -154,11 +187,23 @@ def _batches(count: int, batch_size: int) -> Iterator[slice]:
         yield slice(begin, min(begin + batch_size, count))
 
 
-@torch.no_grad()
 def predict(model: nn.Module, data: AnyImageSet, settings: LoopSettings,
             indices: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Predicted labels of ``data`` (or of ``indices`` of it, in that order): eval mode,
-    no augmentation, large batches."""
+    no augmentation, large batches. Under torchrun each rank predicts its shard and every
+    rank gets all of them; ``model`` must then be the unwrapped model (not DDP), as the
+    ranks run different numbers of batches."""
+    if distributed.world() == 1:
+        return _predict(model, data, settings, indices)
+    count = len(data) if indices is None else int(indices.numel())
+    positions = torch.arange(count, device=data.device)[distributed.shard(count)]
+    local = _predict(model, data, settings, positions if indices is None else indices[positions])
+    return distributed.all_gather_concat(local)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, data: AnyImageSet, settings: LoopSettings,
+             indices: Optional[torch.Tensor] = None) -> torch.Tensor:
     was_training = model.training
     model.eval()
     device = data.device

@@ -53,9 +53,10 @@ class _TqdmSafeHandler(logging.Handler):
             self.handleError(record)
 
 
-def setup_logging(save_dir: Optional[str] = None) -> None:
-    """Logs to stdout and, when given, to ``save_dir/log.txt``."""
-    LOG.setLevel(logging.INFO)
+def setup_logging(save_dir: Optional[str] = None, quiet: bool = False) -> None:
+    """Logs to stdout and, when given, to ``save_dir/log.txt``; ``quiet``: warnings only
+    (the ranks other than 0 of a distributed run)."""
+    LOG.setLevel(logging.WARNING if quiet else logging.INFO)
     for handler in list(LOG.handlers):
         handler.close()
         LOG.removeHandler(handler)
