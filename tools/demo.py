@@ -50,8 +50,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--fashion_dir", default="data/fashionmnist",
                         help="where Fashion-MNIST is or is downloaded to (Debian's copy is found too)")
     parser.add_argument("--out", default="demo_runs", help="folder for data, runs and report")
-    parser.add_argument("--train_images", type=int, default=3000)
-    parser.add_argument("--test_images", type=int, default=2000)
+    parser.add_argument("--train_images", type=int, default=2000)
+    parser.add_argument("--test_images", type=int, default=1000)
     parser.add_argument("--methods", default="imp,prac,random")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--rounds", type=int, default=3, help="--pruning_times of every search")
