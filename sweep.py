@@ -52,8 +52,11 @@ class Job:
     after: Optional[str] = None
     needs_file: Optional[str] = None  # a file the finished ``after`` job must have written
 
-    def command(self, python: str, resume: bool) -> List[str]:
-        return [python, "-u", os.path.join(REPO, self.script), *self.argv, *(["--resume"] if resume else [])]
+    def command(self, python: str, resume: bool, processes: int = 1) -> List[str]:
+        launcher = [python, "-u"]
+        if processes > 1:  # torchrun; --standalone picks a free port, so jobs can run side by side
+            launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+        return [*launcher, os.path.join(REPO, self.script), *self.argv, *(["--resume"] if resume else [])]
 
 
 @dataclass
@@ -215,11 +218,12 @@ def default_jobs(cuda: bool) -> int:
 class Runner:
     """Runs the jobs ``parallel`` at a time, each after the job it depends on."""
 
-    def __init__(self, sweep: Sweep, parallel: int, cuda: bool, python: str):
+    def __init__(self, sweep: Sweep, parallel: int, cuda: bool, python: str, processes: int = 1):
         self.sweep, self.parallel, self.cuda, self.python = sweep, parallel, cuda, python
+        self.processes = processes  # per run, through torchrun
         cores = os.cpu_count() or 1
         # Split the cores: two 2-thread processes on 2 cores run ~17x slower than one.
-        self.threads = max(1, cores // parallel)
+        self.threads = max(1, cores // (parallel * processes))
         self.gpus = 0
         if cuda:
             import torch
@@ -229,12 +233,14 @@ class Runner:
     def environment(self, slot: int) -> Dict[str, str]:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         if self.cuda and self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)  # one GPU per process, round robin
+            # one GPU per process, round robin (a torchrun job gets --nproc_per_node of them)
+            first = slot * self.processes
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str((first + k) % self.gpus) for k in range(self.processes))
         return env
 
     def start(self, job: Job, slot: int) -> subprocess.Popen:
         resume = RunPaths(job.save_dir).newest_checkpoint() is not None
-        command = job.command(self.python, resume)
+        command = job.command(self.python, resume, self.processes)
         os.makedirs(self.sweep.path("logs"), exist_ok=True)
         log = open(self.sweep.path("logs", f"{job.name}.log"), "a")
         log.write(f"$ {shlex.join(command)}\n")
@@ -313,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="runs at once (default: 1 on a CPU, with all its cores; on CUDA "
                              f"{CUDA_JOBS_PER_GPU} per GPU, one GPU per process); the CPU cores are split among them")
+    parser.add_argument("--nproc_per_node", type=int, default=1, metavar="N",
+                        help="run each script under torchrun with N processes (default 1: plain python)")
     parser.add_argument("--retrain", choices=RETRAIN_CHOICES, default="final",
                         help="which tickets main_train.py retrains: the final one (default), all, none")
     parser.add_argument("--no_report", action="store_true", help="do not run report.py at the end")
@@ -333,20 +341,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seeds = parse_seeds(args.seeds)
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs {args.jobs} must be at least 1")
+    if args.nproc_per_node < 1:
+        raise UserError(f"--nproc_per_node {args.nproc_per_node} must be at least 1")
     check_flags(methods, flags)
     sweep = Sweep(os.path.abspath(args.out), methods, seeds, flags, args.retrain)
     if not args.dry_run:
         record_sweep(sweep)
     sweep.jobs = plan_jobs(sweep, pruning_times_of(flags))
     cuda = uses_cuda(flags)
-    parallel = args.jobs or default_jobs(cuda)
+    parallel = args.jobs or (max(1, default_jobs(cuda) // args.nproc_per_node) if cuda else 1)
     if args.dry_run:
         for job in sweep.jobs:
-            print(shlex.join(job.command("python", False)))
+            print(shlex.join(job.command("python", False, args.nproc_per_node)))
         return
     print(f"sweep: {len(sweep.methods)} methods x {len(sweep.seeds)} seeds, {len(sweep.jobs)} runs, "
           f"{parallel} at a time, in {sweep.out}", flush=True)
-    runner = Runner(sweep, parallel, cuda, sys.executable)
+    runner = Runner(sweep, parallel, cuda, sys.executable, args.nproc_per_node)
     runner.run()
     if not args.no_report:
         report = [sys.executable, os.path.join(REPO, "report.py"), sweep.out]

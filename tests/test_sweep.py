@@ -145,3 +145,15 @@ def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: Li
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert not os.path.exists(tmp_path / "sweep" / "runs")
+
+
+def test_runs_go_through_torchrun_with_nproc_per_node(inputs: Dict[str, Any]) -> None:
+    """--nproc_per_node 2: each run is a 2-process torchrun job (gloo, one thread each)."""
+    out = str(inputs["root"] / "torchrun")
+    result = run_sweep(["--methods", "prac", "--seeds", "0", "--out", out, "--nproc_per_node", "2",
+                        "--retrain", "none", "--no_report"], [*inputs["flags"], "--device", "cpu"])  # gloo; the last --device wins
+    assert result.returncode == 0, result.stdout + result.stderr
+    info = arguments(os.path.join(out, "runs", "prac-seed0"))
+    assert info["world_size"] == 2 and info["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    with open(os.path.join(out, "logs", "prac-seed0.log")) as handle:
+        assert "torch.distributed.run --standalone --nproc_per_node 2" in handle.readline()
