@@ -44,3 +44,17 @@ def test_streamed_bench_compares_streamed_with_memory(tmp_path) -> None:
                 "data path alone, streamed, 1 workers", "train_epoch, ResNet-18, streamed, 1 workers"):
         assert row in report, row
     assert "torch " in report and "threads:" in report
+
+
+def test_record_gather_bench_runs_under_torchrun() -> None:
+    """bench/bench_gather.py: two gloo processes merge an epoch's records; rank 0 prints the time."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         os.path.join(REPO, "bench", "bench_gather.py"), "--examples", "1000", "--repeats", "3", "--el2n",
+         "--epoch_seconds", "10"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("record gather")]
+    assert len(lines) == 1, result.stdout  # rank 0 alone reports
+    assert "2 processes" in lines[0] and "1,000 examples + EL2N" in lines[0] and "% of a 10.0 s" in lines[0]
