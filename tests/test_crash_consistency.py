@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import utils
-from tests import datasets_on_disk
+from tests import conftest, datasets_on_disk
 from tests.conftest import REPO
 from tests.test_resume import argv_for, assert_same_run
 
@@ -127,7 +127,7 @@ def run_real(script: str, argv: Sequence[str], **env: str) -> subprocess.Complet
 
 def small_args(data_dir: str, save_dir: str, *extra: str) -> List[str]:
     return ["--data", data_dir, "--dataset", "cifar10", "--arch", "res20s", "--batch_size", "64", "--seed", "0",
-            "--no_progress", "--print_freq", "1000", "--save_dir", save_dir, *extra]
+            "--no_progress", "--print_freq", "1000", "--device", conftest.DEVICE, "--save_dir", save_dir, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,12 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     np.save(other_split, np.random.default_rng(6).permutation(TRAIN_IMAGES))
     data = datasets_on_disk.write_cifar10(str(root / "data"), TRAIN_IMAGES, TEST_IMAGES)
     datasets_on_disk.write_cifar100(data, TRAIN_IMAGES, TEST_IMAGES)  # the same --data serves both
-    return {"data": data, "split": split, "other_split": other_split}
+    # a ticket for main_train.py: one pruned round of a small IMP run
+    ticket_run = str(root / "ticket_run")
+    made = run_real("main_imp.py", small_args(data, ticket_run, "--epochs", "1", "--pruning_times", "1"))
+    assert made.returncode == 0, made.stderr[-3000:]
+    return {"data": data, "split": split, "other_split": other_split,
+            "ticket": os.path.join(ticket_run, "final_ticket.pth.tar")}
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +162,17 @@ RUNS = {
     "main_imp.py": ["--epochs", "2", "--pruning_times", "2", "--prune_type", "rewind_lt", "--rewind_epoch", "1",
                     "--decreasing_lr", "1"],
     "main_PrAC_imp.py": ["--epochs", "3", "--pruning_times", "2", "--data_prune", "constent", "--data_rate", "0.2"],
+    # main_train.py: a ticket retrained 3 epochs, the LR dropping after the first
+    "main_train.py": ["--epochs", "3", "--decreasing_lr", "1"],
 }
+SEARCHES = ("main_imp.py", "main_PrAC_imp.py")
 # every kind of file a run writes, and which run writes it
 WRITE_KINDS = {
-    "args.json": "both", "{k}checkpoint.pth.tar": "both", "{k}model_SA_best.pth.tar": "both",
-    "epoch_{e}_rewind_weight.pt": "both", "epochs.csv": "both", "rounds.csv": "both", "{k}net_train.png": "both",
-    "final_ticket.pth.tar": "both", "{k}prac_set.npy": "main_PrAC_imp.py",
+    "args.json": tuple(RUNS), "epochs.csv": tuple(RUNS), "rounds.csv": tuple(RUNS),
+    "{k}checkpoint.pth.tar": SEARCHES, "{k}model_SA_best.pth.tar": SEARCHES, "epoch_{e}_rewind_weight.pt": SEARCHES,
+    "{k}net_train.png": SEARCHES, "final_ticket.pth.tar": SEARCHES, "{k}prac_set.npy": ("main_PrAC_imp.py",),
+    "checkpoint.pth.tar": ("main_train.py",), "model_SA_best.pth.tar": ("main_train.py",),
+    "net_train.png": ("main_train.py",),
 }
 
 
@@ -176,7 +186,8 @@ def write_kind(name: str) -> str:
 
 
 def script_argv(script: str, data: Dict[str, str], save_dir: str) -> List[str]:
-    extra = ["--split_file", data["split"]] if script == "main_PrAC_imp.py" else []
+    extra = {"main_PrAC_imp.py": ["--split_file", data["split"]],
+             "main_train.py": ["--init_dir", data["ticket"], "--mask_dir", data["ticket"]]}.get(script, [])
     return small_args(data["data"], save_dir, *extra, *RUNS[script])
 
 
@@ -231,7 +242,7 @@ def test_killed_after_any_write_recovers_exactly(script: str, small_data: Dict[s
     argv, writes = uninterrupted(script, small_data, root)
     reference = str(root / "uninterrupted")
     kinds = {write_kind(name) for name in writes}
-    assert kinds == {k for k, who in WRITE_KINDS.items() if who in ("both", script)}, kinds
+    assert kinds == {k for k, who in WRITE_KINDS.items() if script in who}, kinds
     how = {}
     for n in range(1, len(writes) + 1):
         folder = str(root / f"killed_after_{n}")
@@ -247,7 +258,7 @@ def test_killed_after_any_write_recovers_exactly(script: str, small_data: Dict[s
             raise AssertionError(f"killed after write {n} ({writes[n - 1]}): {error}") from None
         shutil.rmtree(folder)
     # the runs that died before their first checkpoint are the ones restarted
-    first_checkpoint = writes.index("0checkpoint.pth.tar") + 1
+    first_checkpoint = writes.index("checkpoint.pth.tar" if script == "main_train.py" else "0checkpoint.pth.tar") + 1
     assert [n for n, way in how.items() if way == "restart"] == list(range(1, first_checkpoint))
     print(f"\n{script}: {len(writes)} writes, killed after each and recovered in {time.time() - started:.0f}s")
 
