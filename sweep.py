@@ -15,6 +15,7 @@ runs and resumes interrupted ones from their newest checkpoint. Layout of DIR:
     report/                             report.py's output
 """
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -115,26 +116,30 @@ def split_flags(flags: Sequence[str]) -> List[List[str]]:
     return groups
 
 
+def flag_name(group: Sequence[str]) -> str:
+    return group[0].split("=")[0]
+
+
+@functools.lru_cache(maxsize=None)
+def option_names(script: str) -> frozenset:
+    return frozenset(PARSERS[script]()._option_string_actions)
+
+
 def flags_for(script: str, flags: Sequence[str]) -> List[str]:
     """The flags ``script`` has (a search flag such as --pruning_times is not main_train.py's)."""
-    known = PARSERS[script]()._option_string_actions
-    kept: List[str] = []
-    for group in split_flags(flags):
-        if group[0].split("=")[0] in known:
-            kept.extend(group)
-    return kept
+    return [token for group in split_flags(flags) if flag_name(group) in option_names(script) for token in group]
 
 
 def check_flags(methods: Sequence[str], flags: Sequence[str]) -> None:
     """Refuses flags the sweep owns or no script knows, and checks each script accepts its share."""
     scripts = {script_for(method) for method in methods} | {SCRIPTS["retrain"]}
-    for group in split_flags(flags):
-        name = group[0].split("=")[0]
+    names = [flag_name(group) for group in split_flags(flags)]
+    for name in names:
         if name in SWEEP_OWNED:
             raise UserError(f"{name} is set by the sweep for every run; leave it out of the flags after --")
-        if not any(name in PARSERS[script]()._option_string_actions for script in scripts):
+        if not any(name in option_names(script) for script in scripts):
             raise UserError(f"{name} is not a flag of {', '.join(sorted(scripts))}")
-    if "imp" in methods and len(methods) > 1 and not any(group[0].split("=")[0] == "--lr" for group in split_flags(flags)):
+    if "imp" in methods and len(methods) > 1 and "--lr" not in names:
         raise UserError("give --lr after --: main_imp.py defaults to 0.01 and main_PrAC_imp.py to 0.1 "
                         "(the published defaults), so the methods would not train alike")
     for script in sorted(scripts):
@@ -175,9 +180,9 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
     return jobs
 
 
-def pruning_times_of(flags: Sequence[str]) -> int:
-    args, _ = main_imp.build_parser().parse_known_args(flags_for("main_imp.py", flags) + ["--save_dir", "x"])
-    return args.pruning_times
+def search_settings(flags: Sequence[str]) -> argparse.Namespace:
+    """The flags as main_imp.py reads them (--pruning_times, --device), defaults filled in."""
+    return main_imp.build_parser().parse_args(flags_for("main_imp.py", flags) + ["--save_dir", "x"])
 
 
 def record_sweep(sweep: Sweep) -> None:
@@ -200,9 +205,8 @@ def record_sweep(sweep: Sweep) -> None:
     atomic_write(path, lambda handle: json.dump(record, handle, indent=2), mode="w")
 
 
-def uses_cuda(flags: Sequence[str]) -> bool:
-    args, _ = main_imp.build_parser().parse_known_args(flags_for("main_imp.py", flags) + ["--save_dir", "x"])
-    if args.device == "cpu":
+def uses_cuda(device: str) -> bool:
+    if device == "cpu":
         return False
     import torch
     return torch.cuda.is_available()
@@ -347,8 +351,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     sweep = Sweep(os.path.abspath(args.out), methods, seeds, flags, args.retrain)
     if not args.dry_run:
         record_sweep(sweep)
-    sweep.jobs = plan_jobs(sweep, pruning_times_of(flags))
-    cuda = uses_cuda(flags)
+    settings = search_settings(flags)
+    sweep.jobs = plan_jobs(sweep, settings.pruning_times)
+    cuda = uses_cuda(settings.device)
     parallel = args.jobs or (max(1, default_jobs(cuda) // args.nproc_per_node) if cuda else 1)
     if args.dry_run:
         for job in sweep.jobs:
