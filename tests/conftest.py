@@ -32,12 +32,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", choices=DEVICES, default="cpu",
                      help="device of every test that trains, evaluates, predicts, resumes or benchmarks "
                           "(default: cpu)")
+    parser.addoption("--full", action="store_true",
+                     help="also run the full tier (tests marked full: fault injection at every write, "
+                          "torchrun jobs, sweeps, streamed trees, every bad input); CI runs it")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     global DEVICE
-    config.addinivalue_line("markers", "cpu_only: only meaningful with --device cpu; skipped with --device cuda")
-    config.addinivalue_line("markers", "cuda_only: needs --device cuda; skipped with --device cpu")
     DEVICE = config.getoption("--device")
     if DEVICE == "cuda" and not torch.cuda.is_available():
         # One line and a non-zero exit, not one failure per test.
@@ -51,6 +52,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
             item.add_marker(pytest.mark.skip(reason="cpu_only: runs with --device cpu"))
         if DEVICE != "cuda" and item.get_closest_marker("cuda_only"):
             item.add_marker(pytest.mark.skip(reason="cuda_only: runs with --device cuda"))
+        if not config.getoption("--full") and item.get_closest_marker("full"):
+            item.add_marker(pytest.mark.skip(reason="full tier: run with --full"))
 
 
 @pytest.fixture(scope="session")
