@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from dataset import DATA_MODES, DATASETS, DEFAULT_DATA_DIR, IMAGE_TREES
 from models import ARCHITECTURES
 from prac import SELECTION_RULES
+from pruner import MODES, SCOPES, PruneScope
 from utils import UserError, file_digest
 
 DATASET_NAMES = tuple(DATASETS)
@@ -105,6 +106,17 @@ def add_pruning_args(parser: argparse.ArgumentParser, prune_types: List[str],
     group.add_argument("--train_subset", type=str, default=None, metavar="NPY",
                        help="train only on these dataset indices (e.g. a saved PrAC set), "
                             "epochs scaled by its size")
+    scope = parser.add_argument_group("pruning scope (new in this implementation; see docs/controls.md)")
+    scope.add_argument("--prune_scope", choices=SCOPES, default="conv",
+                       help="which weights are pruned: conv (the published scope: every conv layer) or "
+                            "conv_linear (the linear layers too) (default: conv)")
+    scope.add_argument("--prune_dense", type=str, default="", metavar="L1,L2",
+                       help="comma-separated layer names (as in the state_dict, e.g. conv1,fc) left dense "
+                            "(default: none)")
+    scope.add_argument("--prune_mode", choices=MODES, default="global",
+                       help="global: --rate of the remaining weights of all pruned layers together, smallest "
+                            "first (published); layerwise: --rate of each layer's own remaining weights "
+                            "(default: global)")
 
 
 def add_prac_args(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +189,9 @@ class Config:
     random_prune: bool = False
     rewind_epoch: int = 2
     train_subset: Optional[str] = None
+    prune_scope: str = "conv"
+    prune_dense: List[str] = field(default_factory=list)
+    prune_mode: str = "global"
     eb_eps: float = 0.08
     queue_length: int = 5
     data_prune: str = "zero_out"
@@ -190,6 +205,11 @@ class Config:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    @property
+    def scope(self) -> PruneScope:
+        """What pruning removes (--prune_scope, --prune_dense, --prune_mode)."""
+        return PruneScope(self.prune_scope, tuple(self.prune_dense), self.prune_mode)
 
     @property
     def use_channels_last(self) -> bool:
@@ -210,11 +230,22 @@ def parse_milestones(text: str) -> List[int]:
     return milestones
 
 
+def parse_layer_names(text: Any) -> List[str]:
+    """'fc,conv1' -> ['fc', 'conv1'] (a list passes through); empty means none."""
+    if isinstance(text, (list, tuple)):
+        return [str(name) for name in text]
+    names = [part.strip() for part in str(text or "").split(",") if part.strip()]
+    if len(set(names)) != len(names):
+        raise UserError(f"--prune_dense {text!r} names a layer twice")
+    return names
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Validates the parsed flags and returns a Config; bad values raise one-line UserErrors."""
     values = vars(args).copy()
     milestones_text = values.get("decreasing_lr", DEFAULT_DECREASING_LR)
     values["decreasing_lr"] = parse_milestones(milestones_text)
+    values["prune_dense"] = parse_layer_names(values.get("prune_dense", ""))
     known = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in values.items() if k in known})
     validate(config)
@@ -270,6 +301,10 @@ def validate(config: Config) -> None:
         raise UserError(f"--lr must be positive, got {config.lr}")
     if config.eb_eps <= 0:
         raise UserError(f"--eb_eps must be positive, got {config.eb_eps}")
+    if config.prune_scope not in SCOPES:
+        raise UserError(f"unknown --prune_scope {config.prune_scope!r}; choose one of {', '.join(SCOPES)}")
+    if config.prune_mode not in MODES:
+        raise UserError(f"unknown --prune_mode {config.prune_mode!r}; choose one of {', '.join(MODES)}")
     if config.select not in SELECTION_RULES:
         raise UserError(f"unknown --select {config.select!r}; choose one of {', '.join(SELECTION_RULES)}")
     if config.prune_type == "rewind_lt" and config.rewind_epoch >= config.epochs:
@@ -288,7 +323,9 @@ def validate(config: Config) -> None:
 RESUME_CHECKED = ("dataset", "arch", "split_file", "data_mode", "image_size", "batch_size", "lr", "momentum",
                   "weight_decay", "epochs", "decreasing_lr", "warmup", "rate", "prune_type", "random_prune",
                   "rewind_epoch", "eb_eps", "queue_length", "data_prune", "threshold", "data_rate", "train_subset",
-                  "select", "score_epochs", "precision")
+                  "select", "score_epochs", "precision", "prune_scope", "prune_dense", "prune_mode")
+# What a checkpoint of ours written before a flag existed ran with: the flag's default then.
+RESUME_DEFAULTS: Dict[str, Any] = {"prune_scope": "conv", "prune_dense": [], "prune_mode": "global"}
 # Files compared by content: the same split in another folder is the same split.
 DIGESTED = ("split_file", "train_subset")
 
@@ -336,6 +373,8 @@ def resume_mismatches(saved_config: Mapping[str, Any], config: Config, saved_scr
     if saved_script and os.path.basename(saved_script) != os.path.basename(script):
         mismatches.append(f"script: checkpoint written by {os.path.basename(saved_script)}, "
                           f"now {os.path.basename(script)}")
+    if saved_config:  # ours (published checkpoints record no settings)
+        saved_config = {**RESUME_DEFAULTS, **saved_config}
     for name in RESUME_CHECKED:
         if name not in saved_config or not hasattr(config, name):
             continue

@@ -1,10 +1,13 @@
-"""Global unstructured magnitude pruning of conv weights, rewinding, and Early-Bird.
+"""Unstructured magnitude pruning, rewinding, and Early-Bird.
 
-Masks use ``torch.nn.utils.prune``'s reparametrisation: a pruned conv holds
+Masks use ``torch.nn.utils.prune``'s reparametrisation: a pruned layer holds
 ``weight_orig`` and ``weight_mask`` and a model's mask is the dict of its
-``<module>.weight_mask`` entries. Only ``nn.Conv2d`` weights are ever pruned.
+``<module>.weight_mask`` entries. The published scope, the default, prunes the weights of
+every ``nn.Conv2d`` together (global L1); a :class:`PruneScope` may add the ``nn.Linear``
+layers, leave named layers dense, or prune each layer by the rate on its own (layer-wise).
 """
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -14,11 +17,77 @@ from utils import UserError
 
 Mask = Dict[str, torch.Tensor]
 MASK_SUFFIX = ".weight_mask"
+SCOPES = ("conv", "conv_linear")   # which kinds of layer are pruned (conv: the published scope)
+MODES = ("global", "layerwise")    # one magnitude ranking across layers, or one per layer
+_KINDS = {"conv": (nn.Conv2d,), "conv_linear": (nn.Conv2d, nn.Linear)}
+
+
+@dataclass(frozen=True)
+class PruneScope:
+    """Which weights pruning removes, and how they are ranked.
+
+    ``layers``: ``conv`` (the published scope) or ``conv_linear``; ``dense``: module names
+    (as in ``named_modules``, e.g. ``conv1``, ``fc``) left unpruned; ``mode``: ``global``
+    removes ``rate`` of the remaining weights of all pruned layers together, smallest first;
+    ``layerwise`` removes ``rate`` of each layer's own remaining weights. Every layer of the
+    scope's kinds carries a mask (a dense one all ones), so a mask's keys tell its scope.
+    """
+
+    layers: str = "conv"
+    dense: Tuple[str, ...] = ()
+    mode: str = "global"
+
+    def __post_init__(self) -> None:
+        if self.layers not in SCOPES:
+            raise UserError(f"unknown --prune_scope {self.layers!r}; choose one of {', '.join(SCOPES)}")
+        if self.mode not in MODES:
+            raise UserError(f"unknown --prune_mode {self.mode!r}; choose one of {', '.join(MODES)}")
+
+    def describe(self) -> str:
+        dense = f", dense: {','.join(self.dense)}" if self.dense else ""
+        return f"{self.layers} weights, {self.mode}{dense}"
+
+
+DEFAULT_SCOPE = PruneScope()
 
 
 def conv_layers(model: nn.Module) -> List[Tuple[str, nn.Conv2d]]:
-    """The prunable layers: every ``nn.Conv2d``, in module order."""
+    """Every ``nn.Conv2d``, in module order: the layers of the published scope."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def linear_layers(model: nn.Module) -> List[Tuple[str, nn.Linear]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def scope_layers(model: nn.Module, scope: PruneScope = DEFAULT_SCOPE) -> List[Tuple[str, nn.Module]]:
+    """The layers that carry a mask under ``scope`` (its kinds, dense ones included), in module order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, _KINDS[scope.layers])]
+
+
+def prunable_layers(model: nn.Module, scope: PruneScope = DEFAULT_SCOPE) -> List[Tuple[str, nn.Module]]:
+    """The layers pruning removes weights from: the scope's layers less its dense ones."""
+    return [(name, m) for name, m in scope_layers(model, scope) if name not in scope.dense]
+
+
+def masked_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """The layers whose weights count as this model's: every conv, and a linear layer once it
+    carries a mask (a ``conv_linear`` run). Remaining-weight figures are over these."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and hasattr(m, "weight_mask"))]
+
+
+def check_scope(model: nn.Module, scope: PruneScope) -> None:
+    """Refuses, in one line, dense names that are no layer of the scope, or a scope that
+    leaves nothing to prune."""
+    names = [name for name, _ in scope_layers(model, scope)]
+    unknown = [name for name in scope.dense if name not in names]
+    if unknown:
+        shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+        raise UserError(f"--prune_dense {unknown[0]} is not a {scope.layers} layer of this model; "
+                        f"its layers are {shown}")
+    if not prunable_layers(model, scope):
+        raise UserError(f"--prune_dense leaves no {scope.layers} layer to prune")
 
 
 def _effective_weight(conv: nn.Conv2d) -> torch.Tensor:
@@ -53,16 +122,14 @@ class RandomScore:
         return torch.rand(weights.shape, generator=self.generator, device="cpu").to(weights.device)
 
 
-def _global_mask(model: nn.Module, rate: float, score: ImportanceScore) -> Mask:
-    """The mask that removes ``rate`` of the still-unpruned conv weights, lowest score first.
+def _prune_together(layers: Sequence[Tuple[str, nn.Module]], rate: float, score: ImportanceScore) -> Mask:
+    """The mask that removes ``rate`` of the still-unpruned weights of ``layers`` taken
+    together, lowest score first.
 
-    Mirrors ``prune.global_unstructured``: scores of all conv weights are concatenated in
-    module order, the count is ``round(rate * unpruned)`` and the lowest are found with
-    ``topk`` among the unpruned entries only. Nothing in the model is changed.
+    Mirrors ``prune.global_unstructured``: scores are concatenated in module order, the
+    count is ``round(rate * unpruned)`` and the lowest are found with ``topk`` among the
+    unpruned entries only. Nothing in the model is changed.
     """
-    layers = conv_layers(model)
-    if not layers:
-        raise UserError("the model has no conv layers to prune")
     with torch.no_grad():
         weights = torch.cat([_effective_weight(m).flatten() for _, m in layers])
         masks = torch.cat([_current_mask(m).flatten() for _, m in layers]).to(weights.dtype)
@@ -82,19 +149,59 @@ def _global_mask(model: nn.Module, rate: float, score: ImportanceScore) -> Mask:
     return result
 
 
-def candidate_mask(model: nn.Module, rate: float) -> Mask:
+def _scoped_mask(model: nn.Module, rate: float, score: ImportanceScore, scope: PruneScope) -> Mask:
+    """The mask that pruning ``rate`` more under ``scope`` gives (model untouched): every
+    layer of the scope, its dense layers keeping their current mask."""
+    pruned = prunable_layers(model, scope)
+    if not pruned:
+        raise UserError(f"the model has no {scope.layers} layers to prune")
+    if scope.mode == "global":
+        result = _prune_together(pruned, rate, score)
+    else:
+        result = {}
+        for layer in pruned:
+            result.update(_prune_together([layer], rate, score))
+    for name, module in scope_layers(model, scope):
+        if name in scope.dense:
+            result[name + MASK_SUFFIX] = _current_mask(module).to(module.weight.dtype).clone()
+    return {name + MASK_SUFFIX: result[name + MASK_SUFFIX] for name, _ in scope_layers(model, scope)}
+
+
+def candidate_mask(model: nn.Module, rate: float, scope: PruneScope = DEFAULT_SCOPE) -> Mask:
     """The mask that pruning ``rate`` more by magnitude would give now (model untouched)."""
-    return _global_mask(model, rate, magnitude_score)
+    return _scoped_mask(model, rate, magnitude_score, scope)
+
+
+def magnitude_prune(model: nn.Module, rate: float, scope: PruneScope = DEFAULT_SCOPE) -> None:
+    """Prunes ``rate`` of the still-unpruned weights of ``scope``, smallest |w| first."""
+    apply_mask(model, candidate_mask(model, rate, scope))
 
 
 def global_magnitude_prune(model: nn.Module, rate: float) -> None:
-    """Prunes ``rate`` of the still-unpruned conv weights, smallest |w| across all layers."""
-    apply_mask(model, candidate_mask(model, rate))
+    """Prunes ``rate`` of the still-unpruned conv weights, smallest |w| across all layers
+    (the published rule, :data:`DEFAULT_SCOPE`)."""
+    magnitude_prune(model, rate, DEFAULT_SCOPE)
 
 
-def random_prune(model: nn.Module, rate: float, generator: Optional[torch.Generator] = None) -> None:
-    """Prunes the same count as :func:`global_magnitude_prune`, chosen at random."""
-    apply_mask(model, _global_mask(model, rate, RandomScore(generator)))
+def random_prune(model: nn.Module, rate: float, generator: Optional[torch.Generator] = None,
+                 scope: PruneScope = DEFAULT_SCOPE) -> None:
+    """Prunes the same count as :func:`magnitude_prune` in the same scope, chosen at random."""
+    apply_mask(model, _scoped_mask(model, rate, RandomScore(generator), scope))
+
+
+def random_mask_like(mask: Mapping[str, torch.Tensor], generator: torch.Generator) -> Mask:
+    """A random mask with the same number of ones in every layer as ``mask`` (open_lth's
+    randomly_prune control): per layer, that many positions drawn uniformly without
+    replacement from ``generator`` (a CPU generator), layers in the mask's key order."""
+    result: Mask = {}
+    for key in mask:
+        layer = mask[key]
+        kept = int(layer.sum())
+        order = torch.randperm(layer.numel(), generator=generator)
+        new = torch.zeros(layer.numel(), dtype=layer.dtype)
+        new[order[:kept]] = 1
+        result[key] = new.view_as(layer).to(layer.device)
+    return result
 
 
 def extract_mask(state_dict: Mapping[str, torch.Tensor]) -> Mask:
@@ -103,8 +210,12 @@ def extract_mask(state_dict: Mapping[str, torch.Tensor]) -> Mask:
 
 
 def check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], source: str = "the mask") -> None:
-    """Raises a one-line UserError unless ``mask`` is binary and fits this model's convs."""
+    """Raises a one-line UserError unless ``mask`` is binary and fits this model: one entry
+    per conv layer (the published scope), plus one per linear layer when it has any."""
     expected = {name + MASK_SUFFIX: m.weight.shape for name, m in conv_layers(model)}
+    linear = {name + MASK_SUFFIX: m.weight.shape for name, m in linear_layers(model)}
+    if any(key in linear for key in mask):
+        expected.update(linear)
     missing = [k for k in expected if k not in mask]
     extra = [k for k in mask if k not in expected]
     if missing or extra:
@@ -124,14 +235,16 @@ def check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], source: str =
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     """Applies a checked mask with ``prune.custom_from_mask`` (multiplies with any present)."""
     check_mask(model, mask)
-    for name, module in conv_layers(model):
+    for name, module in scope_layers(model, PruneScope("conv_linear")):
+        if name + MASK_SUFFIX not in mask:
+            continue
         layer_mask = mask[name + MASK_SUFFIX].to(device=module.weight.device, dtype=module.weight.dtype)
         prune.custom_from_mask(module, "weight", layer_mask)
 
 
 def remove_masks(model: nn.Module) -> None:
     """Folds masks into the weights and drops the reparametrisation."""
-    for _, module in conv_layers(model):
+    for _, module in scope_layers(model, PruneScope("conv_linear")):
         if prune.is_pruned(module):
             prune.remove(module, "weight")
 
@@ -158,10 +271,10 @@ def dense_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.
 
 
 def remaining_weights(model: nn.Module) -> float:
-    """Percentage of conv weights that are non-zero."""
+    """Percentage of conv weights (and of masked linear weights) that are non-zero."""
     total = 0
     nonzero = 0
-    for _, module in conv_layers(model):
+    for _, module in masked_layers(model):
         weight = _effective_weight(module)
         total += weight.numel()
         nonzero += int(torch.count_nonzero(weight))
@@ -178,8 +291,16 @@ def conv_weight_count(model: nn.Module) -> int:
 
 
 def unpruned_count(model: nn.Module) -> int:
-    """Conv weights not removed by a mask (all of them before the first pruning)."""
-    return sum(int(_current_mask(m).sum()) for _, m in conv_layers(model))
+    """Weights not removed by a mask (all of them before the first pruning), over the conv
+    layers and the masked linear ones."""
+    return sum(int(_current_mask(m).sum()) for _, m in masked_layers(model))
+
+
+def layer_counts(model: nn.Module) -> List[Tuple[str, int, int]]:
+    """(layer, weights, remaining) for every conv and linear layer, in module order;
+    remaining counts the weights its mask keeps (all of them when it has none)."""
+    return [(name, m.weight.numel(), int(_current_mask(m).sum()))
+            for name, m in scope_layers(model, PruneScope("conv_linear"))]
 
 
 def mask_distance(mask_a: Mapping[str, torch.Tensor], mask_b: Mapping[str, torch.Tensor],

@@ -473,9 +473,9 @@ class ImpPlan(SearchPlan):
     def ticket_mask(self, run: RunState, model: nn.Module) -> pruner.Mask:
         if self.config.random_prune:
             generator = make_generator(torch.device("cpu"), run.base_seed, STREAM_RANDOM_PRUNE, run.round)
-            pruner.random_prune(model, self.config.rate, generator)
+            pruner.random_prune(model, self.config.rate, generator, self.config.scope)
         else:
-            pruner.global_magnitude_prune(model, self.config.rate)
+            pruner.magnitude_prune(model, self.config.rate, self.config.scope)
         return pruner.extract_mask(model.state_dict())
 
     def rewind_target(self, run: RunState, model: nn.Module) -> StateDict:
@@ -556,7 +556,7 @@ class PracPlan(SearchPlan):
         super().after_epoch(run, model, epoch)
         assert run.early_bird is not None
         start = time.time()
-        candidate = pruner.candidate_mask(model, self.config.rate)
+        candidate = pruner.candidate_mask(model, self.config.rate, self.config.scope)
         if distributed.world() > 1:
             # The ranks hold the same weights, so the same mask; two numbers per layer
             # (kept count, sum of kept positions) check it with two small all-reduces.
@@ -567,7 +567,7 @@ class PracPlan(SearchPlan):
     def ticket_mask(self, run: RunState, model: nn.Module) -> pruner.Mask:
         # The ticket is the last candidate mask; recomputing it gives the same mask, also
         # after a resume at the end of a round.
-        return pruner.candidate_mask(model, self.config.rate)
+        return pruner.candidate_mask(model, self.config.rate, self.config.scope)
 
     def pruning_aware(self, round_number: int) -> np.ndarray:
         """Dataset indices whose predicted labels differ between the best dense model and
@@ -642,10 +642,12 @@ def run_rounds(session: Session, plan: SearchPlan) -> None:
     config = session.config
     if config.resume:
         model, optimizer, scheduler, run = resume_run(session, plan)
+        pruner.check_scope(model, config.scope)
     else:
-        session.save_run_info()
         base_seed = config.seed if config.seed is not None else shared_fresh_seed()
         model = session.new_model(base_seed)
+        pruner.check_scope(model, config.scope)  # before anything is written
+        session.save_run_info()
         train_indices, schedule = plan.first_round()
         # rewind_lt has no rewind point until epoch --rewind_epoch of round 0 has run.
         rewind_weights = None if config.prune_type == "rewind_lt" else copy_state(model)
