@@ -150,6 +150,10 @@ def add_retrain_args(parser: argparse.ArgumentParser) -> None:
                        help="checkpoint whose init_weight entry (or itself) gives the initial weights")
     group.add_argument("--mask_dir", type=str, default=None, metavar="FILE",
                        help="checkpoint whose state_dict holds the *.weight_mask entries")
+    group.add_argument("--random_mask", action="store_true",
+                       help="the random-mask control (new; see docs/controls.md): instead of --mask_dir's mask, "
+                            "a seeded random mask with the same number of weights in every layer, on the "
+                            "--init_dir weights (or a fresh initialisation without --init_dir); needs --mask_dir")
 
 
 @dataclass
@@ -202,6 +206,7 @@ class Config:
     save_model: bool = False
     init_dir: Optional[str] = None
     mask_dir: Optional[str] = None
+    random_mask: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -310,6 +315,9 @@ def validate(config: Config) -> None:
     if config.prune_type == "rewind_lt" and config.rewind_epoch >= config.epochs:
         raise UserError(f"--rewind_epoch {config.rewind_epoch} needs more than {config.epochs} "
                         "--epochs for rewind_lt: the rewind point is after epoch index rewind_epoch")
+    if config.random_mask and not config.mask_dir:
+        raise UserError("--random_mask needs --mask_dir: the ticket whose per-layer weight counts the random "
+                        "mask keeps")
     for name in ("split_file", "train_subset", "init_dir", "mask_dir", "checkpoint"):
         path = getattr(config, name)
         if path and (name != "checkpoint" or config.resume) and not os.path.isfile(path):
@@ -323,9 +331,11 @@ def validate(config: Config) -> None:
 RESUME_CHECKED = ("dataset", "arch", "split_file", "data_mode", "image_size", "batch_size", "lr", "momentum",
                   "weight_decay", "epochs", "decreasing_lr", "warmup", "rate", "prune_type", "random_prune",
                   "rewind_epoch", "eb_eps", "queue_length", "data_prune", "threshold", "data_rate", "train_subset",
-                  "select", "score_epochs", "precision", "prune_scope", "prune_dense", "prune_mode")
+                  "select", "score_epochs", "precision", "prune_scope", "prune_dense", "prune_mode",
+                  "random_mask")
 # What a checkpoint of ours written before a flag existed ran with: the flag's default then.
-RESUME_DEFAULTS: Dict[str, Any] = {"prune_scope": "conv", "prune_dense": [], "prune_mode": "global"}
+RESUME_DEFAULTS: Dict[str, Any] = {"prune_scope": "conv", "prune_dense": [], "prune_mode": "global",
+                                   "random_mask": False}
 # Files compared by content: the same split in another folder is the same split.
 DIGESTED = ("split_file", "train_subset")
 

@@ -28,10 +28,10 @@ from models import build_model
 from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
                   next_training_set, scaled_schedule)
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, train_epoch
-from utils import (EPOCH_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_PRUNE, STREAM_SELECT, STREAM_TRAIN,
-                   ResultTable, RunPaths, UserError, atomic_write, claim_save_dir, derived_seed, describe_device,
-                   fresh_seed, load_checkpoint, make_generator, plot_curves, save_checkpoint, save_run_info,
-                   select_device, setup_logging)
+from utils import (EPOCH_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE, STREAM_SELECT,
+                   STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_write, claim_save_dir, derived_seed,
+                   describe_device, fresh_seed, load_checkpoint, make_generator, plot_curves, save_checkpoint,
+                   save_run_info, select_device, setup_logging)
 
 # Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates ~8x faster in batches of 128
 # than of 1000, whose activations fall out of cache; a GPU wants large batches.
@@ -697,8 +697,10 @@ def run_retrain(config: Config) -> None:
     """main_train.py: train a ticket on the full training split.
 
     --init_dir and --mask_dir: the ticket. --mask_dir alone: the mask from a fresh seeded
-    initialisation (the random re-initialisation control). --init_dir alone: those weights,
-    dense. Neither: the dense network from a seeded initialisation.
+    initialisation (the random re-initialisation control). --random_mask with --mask_dir: a
+    seeded random mask of the ticket's per-layer counts (the random-mask control), on the
+    --init_dir weights. --init_dir alone: those weights, dense. Neither: the dense network
+    from a seeded initialisation.
     """
     with Session(config, RETRAIN_SCRIPT) as session:
         _retrain(session, Plan(session))
@@ -714,6 +716,9 @@ def _retrain(session: Session, plan: Plan) -> None:
         init_weights = (_init_weights(session.load(config.init_dir, "--init_dir"), config.init_dir)
                         if config.init_dir else pruner.dense_state_dict(copy_state(model)))
         mask, source_round = _ticket_mask(session, model) if config.mask_dir else ({}, None)
+        if mask and config.random_mask:
+            # open_lth's randomly_prune: the ticket's per-layer counts, positions at random
+            mask = pruner.random_mask_like(mask, make_generator(torch.device("cpu"), base_seed, STREAM_RANDOM_MASK))
         with weights_error(f"--init_dir {config.init_dir}" if config.init_dir else "the model", config):
             if mask:
                 pruner.rewind(model, init_weights, mask)
@@ -724,7 +729,10 @@ def _retrain(session: Session, plan: Plan) -> None:
         run = RunState(round=0, schedule=session.full_schedule(), train_indices=session.data.train_indices.copy(),
                        base_seed=base_seed, rewind_weights=init_weights)
         save_run(session, model, optimizer, scheduler, run)
-    what = ("a ticket" if config.init_dir and config.mask_dir else
+    what = ("the ticket's weights under a random mask of its per-layer counts (random mask)"
+            if config.random_mask and config.init_dir else
+            "a random mask of the ticket's per-layer counts from a fresh initialisation" if config.random_mask else
+            "a ticket" if config.init_dir and config.mask_dir else
             "a mask from a fresh initialisation (random re-initialisation)" if config.mask_dir else
             "the given weights, dense" if config.init_dir else "the dense network from a fresh initialisation")
     LOG.info(f"retraining {what}: {pruner.remaining_weights(model):.2f}% of conv weights remaining")
@@ -754,7 +762,8 @@ def _ticket_record(config: Config, source_round: Optional[int]) -> Dict[str, Any
 
     return {"init_dir": absolute(config.init_dir), "mask_dir": absolute(config.mask_dir),
             "source_run": os.path.dirname(absolute(config.mask_dir)) if config.mask_dir else None,
-            "source_round": source_round, "reinit": bool(config.mask_dir and not config.init_dir)}
+            "source_round": source_round, "reinit": bool(config.mask_dir and not config.init_dir),
+            "random_mask": bool(config.random_mask)}
 
 
 def _init_weights(saved: Any, path: str) -> StateDict:

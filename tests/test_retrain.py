@@ -73,7 +73,7 @@ def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def retrain(cifar10_dir: str, save_dir: str, init_dir: Optional[str], mask_dir: Optional[str],
-            monkeypatch: pytest.MonkeyPatch) -> Dict[str, torch.Tensor]:
+            monkeypatch: pytest.MonkeyPatch, *extra: str) -> Dict[str, torch.Tensor]:
     """Runs main_train.py in-process; returns the model's state just before training."""
     captured: Dict[str, Dict[str, torch.Tensor]] = {}
     original = runners.train_round
@@ -84,7 +84,7 @@ def retrain(cifar10_dir: str, save_dir: str, init_dir: Optional[str], mask_dir: 
 
     monkeypatch.setattr(runners, "train_round", spying_train_round)
     ticket = [*(["--init_dir", init_dir] if init_dir else []), *(["--mask_dir", mask_dir] if mask_dir else [])]
-    main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), *ticket))
+    main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), *ticket, *extra))
     return captured["start"]
 
 
@@ -193,6 +193,7 @@ def test_mask_alone_retrains_the_mask_from_a_fresh_initialisation(cifar10_dir: s
     with open(os.path.join(save_dir, "args.json")) as handle:
         record = json.load(handle)["ticket"]
     assert record["reinit"] is True and record["source_round"] == 1 and record["init_dir"] is None
+    assert record["random_mask"] is False
     assert record["source_run"] == os.path.abspath(imp_dir)
 
 
@@ -221,4 +222,57 @@ def test_result_holds_remain_weight_and_args_the_ticket_source(cifar10_dir: str,
         info = json.load(handle)
     assert info["script"] == "main_train.py"
     assert info["ticket"] == {"init_dir": os.path.abspath(ticket_path), "mask_dir": os.path.abspath(ticket_path),
-                              "source_run": os.path.abspath(imp_dir), "source_round": 2, "reinit": False}
+                              "source_run": os.path.abspath(imp_dir), "source_round": 2, "reinit": False,
+                              "random_mask": False}
+
+
+# ----------------------------------------------------------------------------- the random-mask control
+def layer_counts(mask: Dict[str, torch.Tensor]) -> Dict[str, int]:
+    return {key: int(value.sum()) for key, value in mask.items()}
+
+
+def test_random_mask_keeps_each_layer_count_and_the_ticket_weights(cifar10_dir: str, imp_dir: str, tmp_path: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_lth's randomly_prune: the ticket's weights, a seeded random mask of its per-layer counts."""
+    ticket_path = os.path.join(imp_dir, "final_ticket.pth.tar")
+    ticket = load_checkpoint(ticket_path)
+    ticket_mask = pruner.extract_mask(ticket["state_dict"])
+    save_dir = str(tmp_path / "random_mask")
+    start = retrain(cifar10_dir, save_dir, ticket_path, ticket_path, monkeypatch, "--random_mask")
+    mask = pruner.extract_mask(start)
+    assert layer_counts(mask) == layer_counts(ticket_mask)
+    assert pruner.mask_distance(mask, ticket_mask, 1) > 0
+    big = [k for k, v in ticket_mask.items() if v.numel() >= 2000]
+    assert all(not torch.equal(mask[k], ticket_mask[k]) for k in big)  # every large layer is redrawn
+    check_start(start, ticket["init_weight"], mask)  # the ticket's weights under the new mask
+    check_retrain_outputs(save_dir, 64.0)
+    with open(os.path.join(save_dir, "args.json")) as handle:
+        record = json.load(handle)["ticket"]
+    assert record["random_mask"] is True and record["reinit"] is False
+    # seeded: the same seed draws the same mask, another seed another one
+    again = pruner.extract_mask(retrain(cifar10_dir, str(tmp_path / "again"), ticket_path, ticket_path,
+                                        monkeypatch, "--random_mask"))
+    assert all(torch.equal(again[k], mask[k]) for k in mask)
+    other = pruner.extract_mask(retrain(cifar10_dir, str(tmp_path / "other"), ticket_path, ticket_path,
+                                        monkeypatch, "--random_mask", "--seed", "1"))
+    assert layer_counts(other) == layer_counts(ticket_mask) and pruner.mask_distance(other, mask, 1) > 0
+
+
+def test_random_mask_stream_is_its_own() -> None:
+    """The control's mask comes from its own derived stream (not the training or pruning ones)."""
+    import utils
+    streams = [utils.STREAM_INIT, utils.STREAM_TRAIN, utils.STREAM_RANDOM_PRUNE, utils.STREAM_SELECT,
+               utils.STREAM_RANDOM_MASK]
+    assert len(set(streams)) == len(streams)
+    mask = {"a.weight_mask": (torch.rand(4, 50, generator=torch.Generator().manual_seed(0)) > 0.5).float()}
+    first = pruner.random_mask_like(mask, utils.make_generator(torch.device("cpu"), 3, utils.STREAM_RANDOM_MASK))
+    second = pruner.random_mask_like(mask, utils.make_generator(torch.device("cpu"), 3, utils.STREAM_RANDOM_MASK))
+    assert torch.equal(first["a.weight_mask"], second["a.weight_mask"])
+    assert int(first["a.weight_mask"].sum()) == int(mask["a.weight_mask"].sum())
+    assert set(first["a.weight_mask"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_random_mask_without_mask_dir_is_one_line(cifar10_dir: str, tmp_path: Any) -> None:
+    from utils import UserError
+    with pytest.raises(UserError, match="--random_mask needs --mask_dir"):
+        main_train.main(tiny_args(cifar10_dir, str(tmp_path / "x"), "--epochs", "1", "--random_mask"))
