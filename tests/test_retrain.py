@@ -1,8 +1,8 @@
 """main_train.py: retraining a ticket from our checkpoints, from a checkpoint in the
 published format, from a plain rewind-weight file and from the final ticket (SPEC §5, §6)."""
 import csv
-import os
 import json
+import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -15,9 +15,10 @@ import main_imp
 import main_train
 import pruner
 import runners
+import utils
 from models import build_model
 from tests.conftest import tiny_args
-from utils import load_checkpoint
+from utils import UserError, load_checkpoint
 
 EPOCHS = 2
 
@@ -260,7 +261,6 @@ def test_random_mask_keeps_each_layer_count_and_the_ticket_weights(cifar10_dir: 
 
 def test_random_mask_stream_is_its_own() -> None:
     """The control's mask comes from its own derived stream (not the training or pruning ones)."""
-    import utils
     streams = [utils.STREAM_INIT, utils.STREAM_TRAIN, utils.STREAM_RANDOM_PRUNE, utils.STREAM_SELECT,
                utils.STREAM_RANDOM_MASK]
     assert len(set(streams)) == len(streams)
@@ -273,6 +273,5 @@ def test_random_mask_stream_is_its_own() -> None:
 
 
 def test_random_mask_without_mask_dir_is_one_line(cifar10_dir: str, tmp_path: Any) -> None:
-    from utils import UserError
     with pytest.raises(UserError, match="--random_mask needs --mask_dir"):
         main_train.main(tiny_args(cifar10_dir, str(tmp_path / "x"), "--epochs", "1", "--random_mask"))
