@@ -11,7 +11,7 @@ import shlex
 import sys
 import time
 import warnings
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,10 +28,10 @@ from models import build_model
 from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
                   next_training_set, scaled_schedule)
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, train_epoch
-from utils import (EPOCH_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE, STREAM_SELECT,
+from utils import (EPOCH_FIELDS, LAYER_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE, STREAM_SELECT,
                    STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_write, claim_save_dir, derived_seed,
-                   describe_device, fresh_seed, load_checkpoint, make_generator, plot_curves, save_checkpoint,
-                   save_run_info, select_device, setup_logging)
+                   describe_device, fresh_seed, load_checkpoint, make_generator, plot_curves, plot_layers,
+                   save_checkpoint, save_run_info, select_device, setup_logging)
 
 # Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates ~8x faster in batches of 128
 # than of 1000, whose activations fall out of cache; a GPU wants large batches.
@@ -108,6 +108,7 @@ class Session:
                      f"global batch {config.batch_size}")
         self.epoch_table = ResultTable(self.paths.epochs_csv, EPOCH_FIELDS)
         self.round_table = ResultTable(self.paths.rounds_csv, ROUND_FIELDS)
+        self.layer_table = ResultTable(self.paths.layers_csv, LAYER_FIELDS)
         self.identity = run_identity(config)  # what a resume checks against (input files by sha256)
 
     def __enter__(self) -> "Session":
@@ -129,7 +130,8 @@ class Session:
         if existing is not None:
             raise UserError(f"--save_dir {self.config.save_dir} already holds a run; resume it with --resume "
                             f"(newest checkpoint: {existing}) or choose a new --save_dir (nothing was overwritten)")
-        leftovers = [p for p in (self.paths.epochs_csv, self.paths.rounds_csv) if os.path.exists(p)]
+        leftovers = [p for p in (self.paths.epochs_csv, self.paths.rounds_csv, self.paths.layers_csv)
+                     if os.path.exists(p)]
         for path in leftovers:
             os.remove(path)
         if leftovers:
@@ -277,6 +279,7 @@ def resume_run(session: Session, plan: "Plan") -> Tuple[nn.Module, torch.optim.O
         session.epoch_table.keep_only(lambda row: int(row["round"]) < run.round or
                                       (int(row["round"]) == run.round and int(row["epoch"]) <= run.epoch))
         session.round_table.keep_only(lambda row: int(row["round"]) < run.round)
+        session.layer_table.keep_only(lambda row: int(row["round"]) < run.round)
     session.save_run_info()
     LOG.info(f"resumed from {path}: {session.label(run)}, {run.epoch}/{run.schedule.epochs} epochs done")
     return model, optimizer, scheduler, run
@@ -360,14 +363,15 @@ def finish_round(session: Session, model: nn.Module, run: RunState) -> Tuple[flo
     best_val, test_at_best = val[best], run.results["test_acc"][best]
     remaining = pruner.remaining_weights(model)
     if distributed.is_main():
-        _report_round(session, run, remaining, best_val, test_at_best)
+        _report_round(session, run, remaining, best_val, test_at_best, pruner.layer_counts(model))
     LOG.info(f"* {session.label(run)}: remaining weights {remaining:.2f}%, best validation {best_val:.2f} "
              f"at epoch {best + 1}, test accuracy there {test_at_best:.2f}")
     return best_val, test_at_best
 
 
-def _report_round(session: Session, run: RunState, remaining: float, best_val: float, test_at_best: float) -> None:
-    """The round's plot and row (rank 0)."""
+def _report_round(session: Session, run: RunState, remaining: float, best_val: float, test_at_best: float,
+                  layers: Sequence[Tuple[str, int, int]]) -> None:
+    """The round's plots, its row and its per-layer rows (rank 0)."""
     plot_curves(run.results, session.paths.curves(session.tag(run)),
                 title=f"{session.config.arch} {session.config.dataset} {session.label(run)}")
     session.round_table.append({
@@ -378,6 +382,11 @@ def _report_round(session: Session, run: RunState, remaining: float, best_val: f
         "steps": run.round_steps, "examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
         "best_val_acc": best_val, "test_acc_at_best_val": test_at_best, "seconds": run.round_seconds,
         "select_rule": session.config.select if session.script == PRAC_SCRIPT else None})
+    # The layer rows go after the round row: a resume drops both of an unfinished round.
+    session.layer_table.extend([{"round": run.round, "layer": name, "weights": weights, "remaining": kept}
+                                for name, weights, kept in layers])
+    plot_layers(session.layer_table.rows(), session.paths.layers_plot,
+                title=f"{session.config.arch} {session.config.dataset}: remaining weights per layer")
 
 
 # ============================================================================ plans

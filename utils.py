@@ -171,6 +171,14 @@ class RunPaths:
         return self._join("rounds.csv")
 
     @property
+    def layers_csv(self) -> str:
+        return self._join("layers.csv")
+
+    @property
+    def layers_plot(self) -> str:
+        return self._join("layers.png")
+
+    @property
     def run_info(self) -> str:
         return self._join("args.json")
 
@@ -493,6 +501,9 @@ ROUND_FIELDS = ["round", "remaining_weights", "train_examples", "forgetting_part
                 "pruning_aware_part", "epochs_planned", "epochs_run", "eb_stop_epoch", "steps",
                 "examples_seen", "cumulative_steps", "best_val_acc", "test_acc_at_best_val",
                 "seconds", "select_rule"]
+# Per round and layer (every conv and linear layer, in module order): its weights and how
+# many of them the round trained with (its mask's ones; all of them for a dense layer).
+LAYER_FIELDS = ["round", "layer", "weights", "remaining"]
 
 
 class ResultTable:
@@ -532,11 +543,15 @@ class ResultTable:
         """Appends one row whole: one ``write`` call of the encoded line, so a killed run
         never leaves half a row; a disk-full short write is undone. The first row creates
         the file (with its header) atomically."""
+        self.extend([row])
+
+    def extend(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Appends ``rows`` in one durable write, as :meth:`append` appends one."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.fields, extrasaction="ignore")
         writer.writeheader()
         header_end = len(buffer.getvalue().encode("utf-8"))
-        writer.writerow({k: _format_cell(row.get(k)) for k in self.fields})
+        writer.writerows([{k: _format_cell(row.get(k)) for k in self.fields} for row in rows])
         header_and_line = buffer.getvalue().encode("utf-8")
         if not os.path.exists(self.path):
             atomic_write(self.path, lambda handle: handle.write(header_and_line))
@@ -612,6 +627,35 @@ def save_run_info(path: str, script: str, config: Mapping[str, Any], device: str
             "torch": torch.__version__, "device": device, "command": " ".join(sys.argv),
             **software_versions(), **dict(extra or {})}
     atomic_write(path, lambda handle: json.dump(info, handle, indent=2, default=str), mode="w")
+
+
+def plot_layers(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") -> None:
+    """Remaining weights (% of each layer) per layer, one line per round, from LAYER_FIELDS
+    rows; drawn with the Agg backend (once per round: the table holds every round so far)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(dict.fromkeys(str(row["layer"]) for row in rows))
+    rounds = sorted({int(row["round"]) for row in rows})
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(layers) + 2), 4.5))
+    colours = plt.get_cmap("viridis")
+    for k, round_number in enumerate(rounds):
+        percent = {str(r["layer"]): 100.0 * float(r["remaining"]) / max(1.0, float(r["weights"]))
+                   for r in rows if int(r["round"]) == round_number}
+        ax.plot(range(len(layers)), [percent.get(name, float("nan")) for name in layers], marker="o", markersize=3,
+                color=colours(k / max(1, len(rounds) - 1)), label=f"round {round_number}")
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(layers, rotation=90, fontsize=7)
+    ax.set_ylabel("remaining weights (% of the layer)")
+    ax.set_ylim(0, 105)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(rounds) > 8 else 1)
+    fig.tight_layout()
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    plt.close(fig)
 
 
 def plot_curves(result: Mapping[str, Sequence[float]], path: str, title: str = "") -> None:

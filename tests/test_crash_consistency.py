@@ -10,7 +10,7 @@ planted (a temporary file, or half a CSV row), and the run is recovered the way 
 would: the same command plus ``--resume``; when that is refused because the run died before
 its first checkpoint, the command the refusal names. Every checkpoint (weights, masks,
 optimiser, schedule, results, rewind weights, per-example records), best file, rewind
-weight file, PrAC set, the final ticket and the rows of epochs.csv and rounds.csv (their
+weight file, PrAC set, the final ticket and the rows of epochs.csv, rounds.csv and layers.csv (their
 wall-time columns aside) must equal the uninterrupted run's.
 
 The killed and recovering runs are forked from one process that has imported torch once
@@ -169,6 +169,7 @@ SEARCHES = ("main_imp.py", "main_PrAC_imp.py")
 # every kind of file a run writes, and which run writes it
 WRITE_KINDS = {
     "args.json": tuple(RUNS), "epochs.csv": tuple(RUNS), "rounds.csv": tuple(RUNS),
+    "layers.csv": tuple(RUNS), "layers.png": tuple(RUNS),
     "{k}checkpoint.pth.tar": SEARCHES, "{k}model_SA_best.pth.tar": SEARCHES, "epoch_{e}_rewind_weight.pt": SEARCHES,
     "{k}net_train.png": SEARCHES, "final_ticket.pth.tar": SEARCHES, "{k}prac_set.npy": ("main_PrAC_imp.py",),
     "checkpoint.pth.tar": ("main_train.py",), "model_SA_best.pth.tar": ("main_train.py",),

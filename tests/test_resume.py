@@ -85,7 +85,7 @@ def assert_same(a: Any, b: Any, where: str) -> None:
 
 def assert_same_table(path_a: str, path_b: str) -> None:
     rows_a, rows_b = read_csv(path_a), read_csv(path_b)
-    keys = [(r.get("round"), r.get("epoch")) for r in rows_b]
+    keys = [(r.get("round"), r.get("epoch"), r.get("layer")) for r in rows_b]
     assert len(keys) == len(set(keys)), f"{os.path.basename(path_b)} holds a row twice: {keys}"
     assert len(rows_a) == len(rows_b), f"{os.path.basename(path_b)}: {len(rows_a)} rows vs {len(rows_b)}"
     for row_a, row_b in zip(rows_a, rows_b):
@@ -107,6 +107,7 @@ def assert_same_run(dir_a: str, dir_b: str) -> None:
             assert_same(load_checkpoint(path_a), load_checkpoint(path_b), name)
     assert_same_table(os.path.join(dir_a, "epochs.csv"), os.path.join(dir_b, "epochs.csv"))
     assert_same_table(os.path.join(dir_a, "rounds.csv"), os.path.join(dir_b, "rounds.csv"))
+    assert_same_table(os.path.join(dir_a, "layers.csv"), os.path.join(dir_b, "layers.csv"))
     assert not [f for f in os.listdir(dir_b) if f.startswith(".tmp")]
 
 

@@ -91,7 +91,8 @@ def retrain(cifar10_dir: str, save_dir: str, init_dir: Optional[str], mask_dir: 
 
 def check_retrain_outputs(save_dir: str, expected_remaining: float) -> None:
     present = set(os.listdir(save_dir))
-    assert {"checkpoint.pth.tar", "model_SA_best.pth.tar", "net_train.png", "epochs.csv", "rounds.csv"} <= present
+    assert {"checkpoint.pth.tar", "model_SA_best.pth.tar", "net_train.png", "epochs.csv", "rounds.csv",
+            "layers.csv", "layers.png"} <= present
     assert not [f for f in present if f.startswith(".tmp")]
     rows = read_csv(os.path.join(save_dir, "epochs.csv"))
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
@@ -112,6 +113,13 @@ def check_retrain_outputs(save_dir: str, expected_remaining: float) -> None:
     assert pruner.remaining_weights(model) == pytest.approx(expected_remaining, abs=0.01)
     rounds = read_csv(os.path.join(save_dir, "rounds.csv"))
     assert len(rounds) == 1 and float(rounds[0]["remaining_weights"]) == pytest.approx(expected_remaining, abs=0.01)
+    layers = read_csv(os.path.join(save_dir, "layers.csv"))  # one round: this run's mask, layer by layer
+    counts = {key[:-len(pruner.MASK_SUFFIX)]: int(value.sum()) for key, value in mask.items()}
+    assert [row["round"] for row in layers] == ["0"] * len(layers)
+    assert {row["layer"]: int(row["remaining"]) for row in layers if row["layer"] in counts} == counts
+    convs = [row for row in layers if row["layer"] != "fc"]
+    assert 100.0 * sum(int(r["remaining"]) for r in convs) / sum(int(r["weights"]) for r in convs) == \
+        pytest.approx(expected_remaining, abs=0.01)
 
 
 def check_start(start: Dict[str, torch.Tensor], init: Dict[str, torch.Tensor], mask: Dict[str, torch.Tensor]) -> None:
