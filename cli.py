@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from dataset import DATA_MODES, DATASETS, DEFAULT_DATA_DIR, IMAGE_TREES
-from models import ARCHITECTURES
+from models import ARCH_CHOICES, ARCHITECTURES, is_architecture
 from prac import SELECTION_RULES
 from pruner import MODES, SCOPES, PruneScope
 from utils import UserError, file_digest
@@ -27,7 +27,7 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
     general.add_argument("--dataset", type=str, default="cifar10", metavar="NAME",
                          help=f"one of {', '.join(DATASET_NAMES)} (default: %(default)s)")
     general.add_argument("--arch", type=str, default="res20s", metavar="ARCH",
-                         help=f"one of {', '.join(ARCH_NAMES)} (default: %(default)s)")
+                         help=f"one of {ARCH_CHOICES.replace('%', '%%')} (default: %(default)s)")
     general.add_argument("--split_file", type=str, default=None, metavar="NPY",
                          help="permutation of the train-set indices; the last 10%% validate "
                               + ("(required)" if split_file_required else
@@ -280,8 +280,8 @@ def validate(config: Config) -> None:
         raise UserError("--save_dir is required: the folder where checkpoints and results go")
     if config.dataset not in DATASET_NAMES:
         raise UserError(f"unknown --dataset {config.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
-    if config.arch not in ARCH_NAMES:
-        raise UserError(f"unknown --arch {config.arch!r}; choose one of {', '.join(ARCH_NAMES)}")
+    if not is_architecture(config.arch):
+        raise UserError(f"unknown --arch {config.arch!r}; choose one of {ARCH_CHOICES}")
     if not 0.0 < config.rate < 1.0:
         raise UserError(f"--rate {config.rate} is outside (0, 1): it is the fraction of remaining "
                         "weights pruned per round, e.g. 0.2")

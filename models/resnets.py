@@ -1,10 +1,11 @@
-"""CIFAR ResNets (He et al. 2016, section 4.2): ResNet-20s and ResNet-56s.
+"""CIFAR ResNets (He et al. 2016, section 4.2): ResNet-(6n+2) of any width; ResNet-20s and
+ResNet-56s are the published ones (width 16).
 
-Three stages of 16/32/64 channels, option-A shortcuts (stride-2 subsampling plus zero
-channel padding, so no shortcut parameters), Kaiming-normal conv and linear weights.
-Parameter names match the published PrAC-LTH models.
+Three stages of W/2W/4W channels (16/32/64 published) of n blocks each, option-A shortcuts
+(stride-2 subsampling plus zero channel padding, so no shortcut parameters), Kaiming-normal
+conv and linear weights. Parameter names match the published PrAC-LTH models at every depth.
 """
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,23 +44,26 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+PUBLISHED_WIDTH = 16
+
+
 class CifarResNet(nn.Module):
     def __init__(self, blocks_per_stage: Sequence[int], num_classes: int,
-                 mean: Sequence[float], std: Sequence[float]):
+                 mean: Sequence[float], std: Sequence[float], width: int = PUBLISHED_WIDTH):
         super().__init__()
         self.normalize = NormalizeByChannelMeanStd(mean, std)
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        in_planes = 16
+        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        in_planes = width
         stages = []
-        for planes, blocks, stride in zip((16, 32, 64), blocks_per_stage, (1, 2, 2)):
+        for planes, blocks, stride in zip((width, 2 * width, 4 * width), blocks_per_stage, (1, 2, 2)):
             layers = []
             for block_stride in [stride] + [1] * (blocks - 1):
                 layers.append(BasicBlock(in_planes, planes, block_stride))
                 in_planes = planes
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages
-        self.fc = nn.Linear(64, num_classes)
+        self.fc = nn.Linear(4 * width, num_classes)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight)
@@ -71,9 +75,35 @@ class CifarResNet(nn.Module):
         return self.fc(out)
 
 
+def cifar_resnet(depth: int, width: int, num_classes: int, mean: Sequence[float],
+                 std: Sequence[float]) -> CifarResNet:
+    """ResNet-``depth`` (depth = 6n + 2: n blocks per stage) with ``width`` channels in the
+    first stage."""
+    blocks = (depth - 2) // 6
+    return CifarResNet((blocks, blocks, blocks), num_classes, mean, std, width)
+
+
 def resnet20s(num_classes: int, mean: Sequence[float], std: Sequence[float]) -> CifarResNet:
-    return CifarResNet((3, 3, 3), num_classes, mean, std)
+    return cifar_resnet(20, PUBLISHED_WIDTH, num_classes, mean, std)
 
 
 def resnet56s(num_classes: int, mean: Sequence[float], std: Sequence[float]) -> CifarResNet:
-    return CifarResNet((9, 9, 9), num_classes, mean, std)
+    return cifar_resnet(56, PUBLISHED_WIDTH, num_classes, mean, std)
+
+
+# open_lth's names: cifar_resnet_<depth>_<width> (cifar_resnet_20_16 is res20s)
+CIFAR_RESNET_FORM = "cifar_resnet_D_W (depth D = 6n+2: 8, 14, 20, 26, ...; width W >= 1, e.g. cifar_resnet_20_16)"
+_PREFIX = "cifar_resnet_"
+
+
+def parse_cifar_resnet(name: str) -> Optional[Tuple[int, int]]:
+    """(depth, width) of a valid ``cifar_resnet_D_W`` name, else None."""
+    if not name.startswith(_PREFIX):
+        return None
+    parts = name[len(_PREFIX):].split("_")
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        return None
+    depth, width = int(parts[0]), int(parts[1])
+    if depth < 8 or (depth - 2) % 6 != 0 or width < 1:
+        return None
+    return depth, width
