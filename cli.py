@@ -136,7 +136,13 @@ def add_prac_args(parser: argparse.ArgumentParser) -> None:
                        help="which examples the next round trains on: prac (the paper's set: forgetting "
                             "part + pruning-aware part), forgetting or pruning_aware (either part alone), "
                             "random or el2n (a random subset / the highest EL2N scores, of the size the PrAC "
-                            "set would have had) (default: prac)")
+                            "set of this run's statistics would have had; random with --match_sizes: of the "
+                            "size of another PrAC run's set) (default: prac)")
+    group.add_argument("--match_sizes", type=str, default=None, metavar="DIR",
+                       help="--select random only (new; see docs/controls.md): each round k >= 1 draws exactly as "
+                            "many examples as the PrAC run in DIR trained on in round k (its {k}prac_set.npy, else "
+                            "its rounds.csv), the size-matched baseline; without it random takes the size of the "
+                            "PrAC set of its own statistics (default: none)")
     group.add_argument("--score_epochs", type=int, default=10, metavar="N",
                        help="el2n: average the scores over the round's first N epochs, or all if fewer "
                             "(default: 10)")
@@ -202,6 +208,7 @@ class Config:
     threshold: int = 0
     data_rate: float = 0.2
     select: str = "prac"
+    match_sizes: Optional[str] = None
     score_epochs: int = 10
     save_model: bool = False
     init_dir: Optional[str] = None
@@ -315,6 +322,14 @@ def validate(config: Config) -> None:
     if config.prune_type == "rewind_lt" and config.rewind_epoch >= config.epochs:
         raise UserError(f"--rewind_epoch {config.rewind_epoch} needs more than {config.epochs} "
                         "--epochs for rewind_lt: the rewind point is after epoch index rewind_epoch")
+    if config.match_sizes is not None:
+        if config.select != "random":
+            raise UserError(f"--match_sizes applies to --select random, not --select {config.select}")
+        if not os.path.isdir(config.match_sizes):
+            raise UserError(f"--match_sizes {config.match_sizes} is not a folder: give the --save_dir of the "
+                            "main_PrAC_imp.py run whose set sizes to match")
+        if os.path.abspath(config.match_sizes) == os.path.abspath(config.save_dir):
+            raise UserError("--match_sizes must name another run's folder, not this run's --save_dir")
     if config.random_mask and not config.mask_dir:
         raise UserError("--random_mask needs --mask_dir: the ticket whose per-layer weight counts the random "
                         "mask keeps")
@@ -332,10 +347,10 @@ RESUME_CHECKED = ("dataset", "arch", "split_file", "data_mode", "image_size", "b
                   "weight_decay", "epochs", "decreasing_lr", "warmup", "rate", "prune_type", "random_prune",
                   "rewind_epoch", "eb_eps", "queue_length", "data_prune", "threshold", "data_rate", "train_subset",
                   "select", "score_epochs", "precision", "prune_scope", "prune_dense", "prune_mode",
-                  "random_mask")
+                  "random_mask", "match_sizes")
 # What a checkpoint of ours written before a flag existed ran with: the flag's default then.
 RESUME_DEFAULTS: Dict[str, Any] = {"prune_scope": "conv", "prune_dense": [], "prune_mode": "global",
-                                   "random_mask": False}
+                                   "random_mask": False, "match_sizes": None}
 # Files compared by content: the same split in another folder is the same split.
 DIGESTED = ("split_file", "train_subset")
 

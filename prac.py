@@ -190,6 +190,7 @@ class SelectionInput:
     train_indices: np.ndarray          # the training split, in split-file order
     pruning_aware: Callable[[], np.ndarray]
     generator: np.random.Generator      # seeded per (run, round), for random rules
+    target_size: Optional[int] = None   # random: draw exactly this many (--match_sizes), else the PrAC size
 
 
 @dataclass
@@ -250,10 +251,17 @@ class PruningAwarePart(SelectionRule):
 
 
 class RandomSubset(SelectionRule):
-    """Baseline: a uniformly random subset of the training split, of the size the PrAC set
-    would have had this round, so a comparison isolates *which* examples, not how many."""
+    """Baseline: a uniformly random subset of the training split (never a validation
+    example). Its size is ``inputs.target_size`` when given (--match_sizes: the set another
+    PrAC run trained on in that round, so a comparison isolates *which* examples, not how
+    many), else the size the PrAC set of this run's own statistics would have had."""
 
     def select(self, inputs: SelectionInput) -> Selection:
+        if inputs.target_size is not None:
+            if not 0 <= inputs.target_size <= inputs.train_indices.size:
+                raise ValueError(f"cannot draw {inputs.target_size} of {inputs.train_indices.size} training examples")
+            chosen = inputs.generator.choice(inputs.train_indices, size=inputs.target_size, replace=False)
+            return Selection(np.sort(chosen).astype(np.int64))
         reference = self.prac_set(inputs)
         chosen = inputs.generator.choice(inputs.train_indices, size=reference.indices.size, replace=False)
         return Selection(np.sort(chosen).astype(np.int64), dict(reference.parts))

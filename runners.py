@@ -594,15 +594,19 @@ class PracPlan(SearchPlan):
         start = time.time()
         data = self.session.data
         selection_seed = derived_seed(run.base_seed, STREAM_SELECT, run.round)
+        target_size = (matched_set_size(self.config.match_sizes, run.round + 1, data.train_number)
+                       if self.config.match_sizes else None)
         inputs = SelectionInput(round=run.round, epochs_run=run.epoch, statistics=run.statistics,
                                 train_indices=data.train_indices,
                                 pruning_aware=lambda: self.pruning_aware(run.round),
-                                generator=np.random.default_rng(selection_seed))
+                                generator=np.random.default_rng(selection_seed), target_size=target_size)
         selection = self.rule.select(inputs)
         indices, fell_back = next_training_set(selection, run.train_indices)
         distributed.trace(f"records.r{run.round}", run.statistics.correctness.values[:run.epoch].t())
         distributed.trace(f"selected.r{run.round}", indices)
         parts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in selection.parts.items())
+        if target_size is not None:
+            parts = f"the size of round {run.round + 1}'s set in {self.config.match_sizes}"
         LOG.info(f"* {self.config.select} set after round {run.round}: {selection.indices.size} examples "
                  f"({parts}; {time.time() - start:.2f}s)")
         if fell_back:
@@ -617,6 +621,31 @@ class PracPlan(SearchPlan):
         if distributed.is_main():
             atomic_write(self.session.paths.prac_set(run.round),
                          lambda handle: np.save(handle, np.asarray(run.train_indices, dtype=np.int64)))
+
+
+def matched_set_size(run_dir: str, round_number: int, train_number: int) -> int:
+    """How many examples the PrAC run in ``run_dir`` trained on in round ``round_number``:
+    the length of its ``{k}prac_set.npy``, else the round's ``train_examples`` in its rounds.csv."""
+    paths = RunPaths(run_dir)
+    size = None
+    if os.path.isfile(paths.prac_set(round_number)):
+        try:
+            size = int(np.load(paths.prac_set(round_number), mmap_mode="r", allow_pickle=False).shape[0])
+        except (OSError, ValueError) as error:
+            raise UserError(f"--match_sizes: {paths.prac_set(round_number)} cannot be read ({error})") from None
+    else:
+        rows = [row for row in ResultTable(paths.rounds_csv, ROUND_FIELDS).rows()
+                if row.get("round") == str(round_number) and row.get("train_examples")]
+        if rows:
+            size = int(rows[-1]["train_examples"])
+    if size is None:
+        raise UserError(f"--match_sizes {run_dir} records no training set for round {round_number} (neither "
+                        f"{os.path.basename(paths.prac_set(round_number))} nor a rounds.csv row): has that "
+                        f"PrAC run reached round {round_number}?")
+    if size > train_number:
+        raise UserError(f"--match_sizes {run_dir}: its round-{round_number} set has {size} examples, more than "
+                        f"this run's {train_number} training examples; is it a run of another data set?")
+    return size
 
 
 def mask_fingerprint(mask: pruner.Mask) -> torch.Tensor:
