@@ -37,8 +37,15 @@ SCRIPTS = {"imp": "main_imp.py", "search": "main_PrAC_imp.py", "retrain": "main_
 PARSERS = {"main_imp.py": main_imp.build_parser, "main_PrAC_imp.py": main_PrAC_imp.build_parser,
            "main_train.py": main_train.build_parser}
 # Flags the sweep sets itself for every run.
-SWEEP_OWNED = ("--seed", "--save_dir", "--select", "--resume", "--checkpoint", "--init_dir", "--mask_dir")
+SWEEP_OWNED = ("--seed", "--save_dir", "--select", "--resume", "--checkpoint", "--init_dir", "--mask_dir",
+               "--match_sizes", "--random_mask")
 RETRAIN_CHOICES = ("final", "all", "none")
+# Controls retrained beside each ticket (open_lth's lottery branches), as main_train.py flags:
+# reinit: the ticket's mask from a fresh seeded initialisation (--mask_dir alone);
+# random_mask: the ticket's weights under a seeded random mask of its per-layer counts.
+CONTROLS = {"reinit": ["--mask_dir"], "random_mask": ["--init_dir", "--mask_dir", "--random_mask"]}
+# In a sweep, random draws each round as many examples as this method's run of the same seed.
+SIZE_SOURCE = {"random": "prac"}
 # Several small runs share a GPU well (they are launch-bound); not yet measured on a GPU.
 CUDA_JOBS_PER_GPU = 2
 
@@ -68,6 +75,7 @@ class Sweep:
     flags: List[str]
     retrain: str
     jobs: List[Job] = field(default_factory=list)
+    controls: List[str] = field(default_factory=list)  # of CONTROLS, beside every retrained ticket
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.out, *parts)
@@ -154,8 +162,26 @@ def _raise(message: str) -> None:
     raise UserError(message)
 
 
+def parse_controls(text: str) -> List[str]:
+    """'reinit,random_mask' -> the controls; empty text means none."""
+    if not text.strip():
+        return []
+    controls = parse_list(text, "controls")
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise UserError(f"unknown control {unknown[0]!r} in --controls; choose from {', '.join(CONTROLS)}")
+    return controls
+
+
 def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
-    """Every search job, then the retraining jobs that read its tickets."""
+    """Every search job, then the retraining jobs that read its tickets (and the controls
+    beside each). A size-matched method (random) runs after the run it takes sizes from."""
+    for method, source in SIZE_SOURCE.items():
+        if method in sweep.methods and source not in sweep.methods:
+            raise UserError(f"--methods {method} is size-matched to the {source} run of the same seed: add {source} "
+                            "to --methods")
+    if sweep.controls and sweep.retrain == "none":
+        raise UserError("--controls are retrained beside each ticket: they need --retrain final or all")
     jobs: List[Job] = []
     for seed in sweep.seeds:
         for method in sweep.methods:
@@ -163,9 +189,13 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
             name = f"{method}-seed{seed}"
             save_dir = sweep.path("runs", name)
             argv = flags_for(script, sweep.flags) + ["--seed", str(seed), "--save_dir", save_dir]
+            after = None
             if script == SCRIPTS["search"]:
                 argv += ["--select", method]
-            jobs.append(Job(name, script, argv, save_dir))
+            if method in SIZE_SOURCE:
+                after = f"{SIZE_SOURCE[method]}-seed{seed}"
+                argv += ["--match_sizes", sweep.path("runs", after)]
+            jobs.append(Job(name, script, argv, save_dir, after=after))
             if sweep.retrain == "none":
                 continue
             tickets = ["final"] if sweep.retrain == "final" else [*map(str, range(1, pruning_times)), "final"]
@@ -174,9 +204,18 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
                                            else f"{ticket}checkpoint.pth.tar")
                 retrain_dir = sweep.path("retrain", f"{name}-{ticket}")
                 retrain_argv = flags_for(SCRIPTS["retrain"], sweep.flags) + [
-                    "--seed", str(seed), "--save_dir", retrain_dir, "--init_dir", ticket_file, "--mask_dir", ticket_file]
+                    "--seed", str(seed), "--save_dir", retrain_dir,
+                    "--init_dir", ticket_file, "--mask_dir", ticket_file]
                 jobs.append(Job(f"{name}-retrain-{ticket}", SCRIPTS["retrain"], retrain_argv, retrain_dir,
                                 after=name, needs_file=ticket_file))
+                for control in sweep.controls:
+                    control_dir = sweep.path("retrain", f"{name}-{ticket}-{control}")
+                    ticket_flags = [token for flag in CONTROLS[control]
+                                    for token in ([flag] if flag == "--random_mask" else [flag, ticket_file])]
+                    control_argv = flags_for(SCRIPTS["retrain"], sweep.flags) + [
+                        "--seed", str(seed), "--save_dir", control_dir, *ticket_flags]
+                    jobs.append(Job(f"{name}-{control}-{ticket}", SCRIPTS["retrain"], control_argv, control_dir,
+                                    after=name, needs_file=ticket_file))
     return jobs
 
 
@@ -327,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run each script under torchrun with N processes (default 1: plain python)")
     parser.add_argument("--retrain", choices=RETRAIN_CHOICES, default="final",
                         help="which tickets main_train.py retrains: the final one (default), all, none")
+    parser.add_argument("--controls", default="", metavar="C1,C2",
+                        help=f"controls retrained beside each retrained ticket, comma-separated from "
+                             f"{', '.join(CONTROLS)}: reinit (the ticket's mask from a fresh initialisation), "
+                             "random_mask (the ticket's weights, a random mask of its per-layer counts); "
+                             "see docs/controls.md (default: none)")
     parser.add_argument("--no_report", action="store_true", help="do not run report.py at the end")
     parser.add_argument("--dry_run", action="store_true", help="print the commands and exit")
     return parser
@@ -348,7 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.nproc_per_node < 1:
         raise UserError(f"--nproc_per_node {args.nproc_per_node} must be at least 1")
     check_flags(methods, flags)
-    sweep = Sweep(os.path.abspath(args.out), methods, seeds, flags, args.retrain)
+    sweep = Sweep(os.path.abspath(args.out), methods, seeds, flags, args.retrain,
+                  controls=parse_controls(args.controls))
     if not args.dry_run:
         record_sweep(sweep)
     settings = search_settings(flags)
