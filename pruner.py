@@ -290,10 +290,12 @@ def conv_weight_count(model: nn.Module) -> int:
     return sum(m.weight.numel() for _, m in conv_layers(model))
 
 
-def unpruned_count(model: nn.Module) -> int:
+def unpruned_count(model: nn.Module, scope: Optional[PruneScope] = None) -> int:
     """Weights not removed by a mask (all of them before the first pruning), over the conv
-    layers and the masked linear ones."""
-    return sum(int(_current_mask(m).sum()) for _, m in masked_layers(model))
+    layers and the masked linear ones, or over the layers of ``scope`` when given (what an
+    Early-Bird distance under that scope is relative to)."""
+    layers = masked_layers(model) if scope is None else scope_layers(model, scope)
+    return sum(int(_current_mask(m).sum()) for _, m in layers)
 
 
 def layer_counts(model: nn.Module) -> List[Tuple[str, int, int]]:

@@ -28,10 +28,10 @@ from models import build_model
 from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
                   next_training_set, scaled_schedule)
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, train_epoch
-from utils import (EPOCH_FIELDS, LAYER_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE, STREAM_SELECT,
-                   STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_write, claim_save_dir, derived_seed,
-                   describe_device, fresh_seed, load_checkpoint, make_generator, plot_curves, plot_layers,
-                   save_checkpoint, save_run_info, select_device, setup_logging)
+from utils import (EPOCH_FIELDS, LAYER_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE,
+                   STREAM_SELECT, STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_write, claim_save_dir,
+                   derived_seed, describe_device, fresh_seed, load_checkpoint, make_generator, plot_curves,
+                   plot_layers, save_checkpoint, save_run_info, select_device, setup_logging)
 
 # Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates ~8x faster in batches of 128
 # than of 1000, whose activations fall out of cache; a GPU wants large batches.
@@ -570,7 +570,8 @@ class PracPlan(SearchPlan):
             # The ranks hold the same weights, so the same mask; two numbers per layer
             # (kept count, sum of kept positions) check it with two small all-reduces.
             distributed.assert_same(mask_fingerprint(candidate), "the Early-Bird candidate mask")
-        distance, stop = run.early_bird.update(epoch, candidate, pruner.unpruned_count(model))
+        remaining = pruner.unpruned_count(model, self.config.scope)
+        distance, stop = run.early_bird.update(epoch, candidate, remaining)
         return distance, stop, time.time() - start
 
     def ticket_mask(self, run: RunState, model: nn.Module) -> pruner.Mask:

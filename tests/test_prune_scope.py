@@ -275,3 +275,14 @@ def test_early_bird_candidate_follows_the_scope(cifar10_dir: str, shuffled_split
     for name, m in weight_layers(build_model("res20s", 10), (nn.Conv2d, nn.Linear)):
         n = m.weight.numel()
         assert counts[name] == (n if name == "fc" else n - round(RATE * n)), name
+
+
+def test_early_bird_distances_are_relative_to_the_scopes_remaining_weights() -> None:
+    model = make_model(11)
+    conv_linear = pruner.PruneScope("conv_linear")
+    total = sum(m.weight.numel() for _, m in weight_layers(model, (nn.Conv2d, nn.Linear)))
+    convs = sum(m.weight.numel() for _, m in weight_layers(model))
+    assert pruner.unpruned_count(model) == convs == pruner.unpruned_count(model, pruner.DEFAULT_SCOPE)
+    assert pruner.unpruned_count(model, conv_linear) == total  # fc counts before it carries a mask
+    pruner.magnitude_prune(model, RATE, conv_linear)
+    assert pruner.unpruned_count(model) == pruner.unpruned_count(model, conv_linear) == total - round(RATE * total)

@@ -71,6 +71,7 @@ def test_bad_match_sizes_are_one_line(settings: dict, message: str, tmp_path: An
         validate(Config(**values))
 
 
+@pytest.mark.full  # the quick tier's sweep test (tests/test_sweep_controls.py) checks the same sizes
 def test_random_run_takes_each_rounds_size_from_the_prac_run(cifar10_dir: str, shuffled_split: str,
                                                              tmp_path: Any) -> None:
     common = ["--split_file", shuffled_split, "--epochs", "2", "--pruning_times", "3"]
