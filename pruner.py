@@ -49,6 +49,7 @@ class PruneScope:
 
 
 DEFAULT_SCOPE = PruneScope()
+WEIGHT_LAYERS = PruneScope("conv_linear")  # every layer a mask may cover
 
 
 def conv_layers(model: nn.Module) -> List[Tuple[str, nn.Conv2d]]:
@@ -235,7 +236,7 @@ def check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], source: str =
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     """Applies a checked mask with ``prune.custom_from_mask`` (multiplies with any present)."""
     check_mask(model, mask)
-    for name, module in scope_layers(model, PruneScope("conv_linear")):
+    for name, module in scope_layers(model, WEIGHT_LAYERS):
         if name + MASK_SUFFIX not in mask:
             continue
         layer_mask = mask[name + MASK_SUFFIX].to(device=module.weight.device, dtype=module.weight.dtype)
@@ -244,7 +245,7 @@ def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
 
 def remove_masks(model: nn.Module) -> None:
     """Folds masks into the weights and drops the reparametrisation."""
-    for _, module in scope_layers(model, PruneScope("conv_linear")):
+    for _, module in scope_layers(model, WEIGHT_LAYERS):
         if prune.is_pruned(module):
             prune.remove(module, "weight")
 
@@ -302,7 +303,7 @@ def layer_counts(model: nn.Module) -> List[Tuple[str, int, int]]:
     """(layer, weights, remaining) for every conv and linear layer, in module order;
     remaining counts the weights its mask keeps (all of them when it has none)."""
     return [(name, m.weight.numel(), int(_current_mask(m).sum()))
-            for name, m in scope_layers(model, PruneScope("conv_linear"))]
+            for name, m in scope_layers(model, WEIGHT_LAYERS)]
 
 
 def mask_distance(mask_a: Mapping[str, torch.Tensor], mask_b: Mapping[str, torch.Tensor],
