@@ -254,6 +254,13 @@ def test_default_milestones_with_short_runs_are_not_warned_about(capsys: pytest.
     assert capsys.readouterr().err == ""
 
 
+def test_the_default_milestones_typed_out_are_given_milestones(capsys: pytest.CaptureFixture) -> None:
+    """An explicit --decreasing_lr 91,136 is the user's choice, and is warned about like any other."""
+    config = parse_common(["--save_dir", "s", "--epochs", "100", "--decreasing_lr", "91,136"])
+    assert config.decreasing_lr == [91, 136]
+    assert capsys.readouterr().err.startswith("warning: --decreasing_lr milestone(s) 136 ")
+
+
 # ----------------------------------------------------------------------------- resuming
 def saved(config: Config, **changes) -> dict:
     identity = cli.run_identity(config)
