@@ -5,6 +5,7 @@ from dataclasses import replace
 from typing import List
 
 import pytest
+from tests.helpers import one_line
 
 import cli
 import main_PrAC_imp
@@ -14,11 +15,6 @@ from cli import Config, parse_milestones, validate
 from utils import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def one_line(error: BaseException) -> bool:
-    return bool(str(error).strip()) and "\n" not in str(error)
-
 
 def valid_config(**changes) -> Config:
     return replace(Config(save_dir="runs/x"), **changes)

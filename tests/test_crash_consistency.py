@@ -35,7 +35,7 @@ import pytest
 import utils
 from tests import conftest, datasets_on_disk
 from tests.conftest import REPO
-from tests.test_resume import argv_for, assert_same_run
+from tests.helpers import argv_for, assert_same_run
 
 TRAIN_IMAGES, TEST_IMAGES = 50, 10  # 45 train + 5 validation: one or two batches an epoch
 NO_CHECKPOINT = "found no checkpoint"
