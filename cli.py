@@ -62,8 +62,11 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
                           help="linear learning-rate warm-up epochs (default: 0)")
     training.add_argument("--print_freq", type=int, default=50, metavar="N",
                           help="log every N steps (default: 50)")
-    training.add_argument("--decreasing_lr", type=str, default=DEFAULT_DECREASING_LR, metavar="E1,E2",
-                          help="epochs at which the learning rate is multiplied by 0.1 (default: 91,136)")
+    # None (not the published "91,136") as the parser's default, so that a user who types the
+    # default milestones is told when they fall beyond a shortened --epochs.
+    training.add_argument("--decreasing_lr", type=str, default=None, metavar="E1,E2",
+                          help=f"epochs at which the learning rate is multiplied by 0.1 "
+                               f"(default: {DEFAULT_DECREASING_LR})")
 
     runtime = parser.add_argument_group("runtime (new in this implementation)")
     runtime.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -110,7 +113,7 @@ def add_pruning_args(parser: argparse.ArgumentParser, prune_types: List[str],
     scope.add_argument("--prune_scope", choices=SCOPES, default="conv",
                        help="which weights are pruned: conv (the published scope: every conv layer) or "
                             "conv_linear (the linear layers too) (default: conv)")
-    scope.add_argument("--prune_dense", type=str, default="", metavar="L1,L2",
+    scope.add_argument("--prune_dense", type=str, default=None, metavar="L1,L2",
                        help="comma-separated layer names (as in the state_dict, e.g. conv1,fc) left dense "
                             "(default: none)")
     scope.add_argument("--prune_mode", choices=MODES, default="global",
@@ -255,13 +258,14 @@ def parse_layer_names(text: Any) -> List[str]:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Validates the parsed flags and returns a Config; bad values raise one-line UserErrors."""
     values = vars(args).copy()
-    milestones_text = values.get("decreasing_lr", DEFAULT_DECREASING_LR)
+    milestones_given = values.get("decreasing_lr") is not None
+    milestones_text = values["decreasing_lr"] if milestones_given else DEFAULT_DECREASING_LR
     values["decreasing_lr"] = parse_milestones(milestones_text)
     values["prune_dense"] = parse_layer_names(values.get("prune_dense", ""))
     known = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in values.items() if k in known})
     validate(config)
-    for warning in config_warnings(config, milestones_given=milestones_text != DEFAULT_DECREASING_LR):
+    for warning in config_warnings(config, milestones_given=milestones_given):
         print(f"warning: {warning}", file=sys.stderr)
     return config
 

@@ -26,7 +26,7 @@ from cli import Config, resume_mismatches, run_identity
 from dataset import Data, load_data, load_index_file
 from models import build_model
 from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
-                  next_training_set, scaled_schedule)
+                  next_training_set, pruning_aware_examples, scaled_schedule)
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, train_epoch
 from utils import (EPOCH_FIELDS, LAYER_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE,
                    STREAM_SELECT, STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_write, claim_save_dir,
@@ -588,7 +588,7 @@ class PracPlan(SearchPlan):
         if self._dense_predictions is None:
             self._dense_predictions = train_split_predictions(self.session, paths.best(0))
         pruned = train_split_predictions(self.session, paths.best(round_number))
-        return data.train_indices[np.flatnonzero(self._dense_predictions != pruned)]
+        return data.train_indices[pruning_aware_examples(self._dense_predictions, pruned)]
 
     def next_round(self, run: RunState) -> RunState:
         assert run.statistics is not None

@@ -14,7 +14,7 @@ import pruner
 from cli import Config, validate
 from models import build_model, is_architecture
 from tests.conftest import tiny_args
-from tests.test_models import published_cifar_resnet_keys
+from tests.helpers import published_cifar_resnet_keys
 from utils import UserError, load_checkpoint
 
 

@@ -15,7 +15,7 @@ import torch
 import main_imp
 import main_PrAC_imp
 from tests.conftest import REPO, tiny_args
-from tests.test_resume import assert_same_run
+from tests.helpers import assert_same_run
 from utils import load_checkpoint
 
 

@@ -1,28 +1,12 @@
 """Models: sizes, output shapes, published parameter names, in-model normalisation."""
-from typing import List
-
 import pytest
 import torch
 from torch import nn
 
 from models import build_model
+from tests.helpers import published_cifar_resnet_keys
 
 ARCHS = ["res20s", "res56s", "res18", "res50", "vgg16_bn"]
-BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
-def bn_keys(prefix: str) -> List[str]:
-    return [f"{prefix}.{s}" for s in BN_SUFFIXES]
-
-
-def published_cifar_resnet_keys(blocks: int) -> List[str]:
-    """Key names of the published CIFAR ResNet-s (Idelbayev's layout, option-A shortcuts)."""
-    keys = ["normalize.mean", "normalize.std", "conv1.weight", *bn_keys("bn1")]
-    for stage in (1, 2, 3):
-        for block in range(blocks):
-            p = f"layer{stage}.{block}"
-            keys += [f"{p}.conv1.weight", *bn_keys(f"{p}.bn1"), f"{p}.conv2.weight", *bn_keys(f"{p}.bn2")]
-    return keys + ["fc.weight", "fc.bias"]
 
 
 def n_params(model: nn.Module) -> int:

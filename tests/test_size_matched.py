@@ -7,14 +7,25 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import main_PrAC_imp
 import runners
 from cli import Config, validate
-from prac import SelectionSettings, build_rule
+from prac import RoundStatistics, SelectionInput, SelectionSettings, build_rule
 from tests.conftest import tiny_args
-from tests.test_selection import make_inputs
 from utils import ROUND_FIELDS, UserError, load_checkpoint
+
+
+def make_inputs(records: np.ndarray, seed: int = 0) -> SelectionInput:
+    """SelectionInput over ``records`` (examples x epochs): the rows trained in epoch 0 form
+    the training split, the others validate."""
+    examples, epochs = records.shape
+    statistics = RoundStatistics.empty(epochs, examples, torch.device("cpu"))
+    statistics.correctness.values[:] = torch.from_numpy(records.T.astype(np.int8))
+    return SelectionInput(round=1, epochs_run=epochs, statistics=statistics,
+                          train_indices=np.flatnonzero(records[:, 0] >= 0),
+                          pruning_aware=lambda: np.array([1, 3, 9]), generator=np.random.default_rng(seed))
 
 
 @pytest.fixture
@@ -29,15 +40,15 @@ def test_a_target_size_is_drawn_exactly_from_the_training_split_seeded(records: 
     for size in (0, 1, 4, 9, 10):
         picks = []
         for seed in range(20):
-            inputs = make_inputs(records, np.array([1, 3, 9]), seed=seed)
+            inputs = make_inputs(records, seed=seed)
             inputs.target_size = size
             picks.append(rule.select(inputs).indices)
         assert all(p.size == size == len(set(p.tolist())) for p in picks)
         assert all(set(p.tolist()) <= set(range(10)) for p in picks)  # 10 and 11 validate
-        again = make_inputs(records, np.array([1, 3, 9]), seed=0)
+        again = make_inputs(records, seed=0)
         again.target_size = size
         assert np.array_equal(rule.select(again).indices, picks[0])
-    too_many = make_inputs(records, np.array([1, 3, 9]))
+    too_many = make_inputs(records)
     too_many.target_size = 11
     with pytest.raises(ValueError):
         rule.select(too_many)

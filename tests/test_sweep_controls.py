@@ -2,14 +2,37 @@
 and flags) without running anything, and one tiny sweep end to end."""
 import json
 import os
+import subprocess
+import sys
 from typing import Any, Dict, List
 
 import numpy as np
 import pytest
 
 import sweep
-from tests.test_sweep import inputs, run_sweep  # noqa: F401 - the module fixture of tiny data
+from tests import conftest, datasets_on_disk
+from tests.conftest import REPO
 from utils import UserError
+
+IMAGES = 200  # 180 train + 20 validation
+
+
+@pytest.fixture(scope="module")
+def flags(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
+    """Script flags of a tiny Fashion-MNIST sweep: 3 rounds of 2 epochs."""
+    root = tmp_path_factory.mktemp("controls_inputs")
+    data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), IMAGES, 60)
+    split = str(root / "split.npy")
+    np.save(split, np.random.default_rng(5).permutation(IMAGES))
+    return ["--data", data, "--dataset", "fashionmnist", "--split_file", split, "--arch", "res20s",
+            "--epochs", "2", "--decreasing_lr", "1", "--pruning_times", "3", "--lr", "0.1", "--batch_size", "64",
+            "--no_progress", "--print_freq", "1000", "--device", conftest.DEVICE]
+
+
+def run_sweep(args: List[str], flags: List[str]) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *args, "--", *flags],
+                          capture_output=True, text=True, cwd=REPO, env=environment, timeout=900)
 
 
 def plan(methods: List[str], controls: List[str], retrain: str = "final", pruning_times: int = 3) -> List[sweep.Job]:
@@ -83,9 +106,8 @@ def read(folder: str) -> Dict[str, Any]:
         return json.load(handle)
 
 
-def test_a_tiny_sweep_runs_size_matched_random_and_the_controls(inputs: Dict[str, Any]) -> None:  # noqa: F811
-    out = str(inputs["root"] / "controls")
-    flags = [*inputs["flags"], "--pruning_times", "3"]
+def test_a_tiny_sweep_runs_size_matched_random_and_the_controls(flags: List[str], tmp_path: Any) -> None:
+    out = str(tmp_path / "controls")
     result = run_sweep(["--methods", "random,prac", "--seeds", "0", "--out", out, "--jobs", "2",
                         "--controls", "reinit,random_mask", "--no_report"], flags)
     assert result.returncode == 0, result.stdout + result.stderr
