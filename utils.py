@@ -29,9 +29,25 @@ class UserError(Exception):
     """A problem with the user's input; reported as one line, never as a traceback."""
 
 
+# torch 2.5 brought torch.serialization.safe_globals, which load_checkpoint needs: on older
+# versions every checkpoint load would fail (and read as a corrupt file).
+MIN_TORCH = (2, 5)
+
+
+def check_torch_version(version: Optional[str] = None) -> None:
+    """One UserError when torch (or ``version``, e.g. "2.4.1+cu121") is older than MIN_TORCH."""
+    version = torch.__version__ if version is None else version
+    found = re.match(r"(\d+)\.(\d+)", str(version))
+    if found is None or (int(found.group(1)), int(found.group(2))) < MIN_TORCH:
+        wanted = ".".join(map(str, MIN_TORCH))
+        raise UserError(f"torch {version} is too old: this code needs torch>={wanted} "
+                        f"(pip install 'torch>={wanted}' with a matching torchvision)")
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any]) -> None:
     """Runs a script's main and turns a UserError into one clear line and exit code 2."""
     try:
+        check_torch_version()
         main(None)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
