@@ -51,6 +51,8 @@ def twice(cifar10_dir: str, shuffled_split: str, tmp_path_factory: pytest.TempPa
 
 def test_runs_on_the_session_device(twice: Dict[str, str], device: torch.device) -> None:
     assert recorded_device(twice["first"]).startswith(device.type)
+    # --precision fp32 (the default) left TF32 off in this process, for convolutions too
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
 
 
 def test_seeded_run_twice_is_identical(twice: Dict[str, str]) -> None:

@@ -139,6 +139,9 @@ def part_lines(out: str, name: str) -> List[str]:
     log = read(os.path.join(out, f"{name}.log")) or ""
     if name == "tests":
         results = [line.strip("= ") for line in log.splitlines() if PYTEST_SUMMARY.search(line)]
+        if not results:  # stopped before pytest's last line: count the tests' own lines (-v)
+            counts = {word: sum(f" {word}" in line for line in log.splitlines()) for word in ("PASSED", "FAILED")}
+            results = [f"{counts['PASSED']} passed, {counts['FAILED']} failed before the stop"]
         lines += results[-1:] + [line for line in log.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     elif name in ("bench", "compile"):
         report = read(os.path.join(out, f"{name}.md")) or ""

@@ -66,11 +66,12 @@ part() {  # NAME, command...: runs it under its limit, logs to OUT/NAME.log, rec
 }
 
 if [ "$SCALE" = full ]; then
-    # The quick tier of every module where the device matters (the full tier's forked
-    # crash-consistency children and torchrun jobs stay out).
-    TESTS=(tests/test_device.py tests/test_bench.py tests/test_prac_e2e.py tests/test_imp_e2e.py
-           tests/test_resume.py tests/test_retrain.py tests/test_streamed.py tests/test_pruner.py
-           tests/test_dataset.py tests/test_selection.py)
+    # The quick tier of the modules where the device matters, most telling first, so a part
+    # stopped at its limit has run those (the full tier's forked crash-consistency children
+    # and torchrun jobs stay out).
+    TESTS=(tests/test_device.py tests/test_prac_e2e.py tests/test_streamed.py tests/test_resume.py
+           tests/test_bench.py tests/test_pruner.py tests/test_dataset.py tests/test_imp_e2e.py
+           tests/test_retrain.py tests/test_selection.py)
     BENCH=()
     SEARCH_DATA=$DATA SPLIT=npy_files/fashionmnist-train-val.npy ROUNDS=3 EPOCHS=6 MILESTONES=3,5 REWIND=1
 else
@@ -78,7 +79,8 @@ else
     BENCH=(--quick --n 256 --steps 1 --eval_n 64 --eval_batch_size 32 --threads 1)
     SEARCH_DATA=$OUT/search/data SPLIT=$OUT/search/data/split.npy ROUNDS=2 EPOCHS=2 MILESTONES=1 REWIND=0
 fi
-want tests && part tests "$PY" -m pytest -rfE -p no:cacheprovider --device "$DEVICE" "${TESTS[@]}"
+want tests && part tests "$PY" -m pytest -o addopts= -v -rfE -p no:cacheprovider --device "$DEVICE" \
+    "${TESTS[@]}"
 want bench && part bench "$PY" bench/bench.py --device "$DEVICE" "${BENCH[@]}" --out "$OUT/bench.md"
 want compile && part compile "$PY" bench/bench.py --device "$DEVICE" --compile "${BENCH[@]}" --out "$OUT/compile.md"
 
