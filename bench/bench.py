@@ -63,7 +63,7 @@ from dataset import ImageSet, random_crop_flip, to_model_input  # noqa: E402
 from models import build_model  # noqa: E402
 from runners import default_eval_batch_size  # noqa: E402
 from training import LoopSettings, evaluate, make_optimizer, set_float32_math, train_epoch  # noqa: E402
-from utils import UserError, select_device  # noqa: E402
+from utils import UserError, check_torch_version, select_device  # noqa: E402
 
 EPOCH_IMAGES = 45_000  # CIFAR's train_number: every "per epoch" figure is for this many images
 ARCH = "res20s"
@@ -166,6 +166,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def resolve_config(args: argparse.Namespace) -> BenchConfig:
     """Picks the device, fills unset sizes from the quick or full defaults and checks them."""
     try:
+        check_torch_version()
         device = select_device(args.device, gpu=0)
     except UserError as error:
         raise SystemExit(f"error: {error}") from None
