@@ -59,7 +59,7 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
     general.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
                          help="DataLoader workers decoding streamed images; 0 decodes in the main process; "
                               "results do not depend on it (default: the usable CPU cores less one, at most "
-                              f"{MAX_DEFAULT_WORKERS}, shared among torchrun's processes; here {DEFAULT_WORKERS})")
+                              f"{MAX_DEFAULT_WORKERS}, divided among torchrun's processes on the node)")
     general.add_argument("--seed", type=int, default=None, metavar="N",
                          help="random seed; 0 is a seed (default: unseeded)")
     general.add_argument("--save_dir", type=str, default=None, metavar="DIR",
@@ -79,8 +79,11 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
                           help="linear learning-rate warm-up epochs (default: 0)")
     training.add_argument("--print_freq", type=int, default=50, metavar="N",
                           help="log every N steps (default: 50)")
-    training.add_argument("--decreasing_lr", type=str, default=DEFAULT_DECREASING_LR, metavar="E1,E2",
-                          help="epochs at which the learning rate is multiplied by 0.1 (default: 91,136)")
+    # None (not the published "91,136") as the parser's default, so that a user who types the
+    # default milestones is told when they fall beyond a shortened --epochs.
+    training.add_argument("--decreasing_lr", type=str, default=None, metavar="E1,E2",
+                          help=f"epochs at which the learning rate is multiplied by 0.1 "
+                               f"(default: {DEFAULT_DECREASING_LR})")
 
     runtime = parser.add_argument_group("runtime (new in this implementation)")
     runtime.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -234,12 +237,13 @@ def parse_milestones(text: str) -> List[int]:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Validates the parsed flags and returns a Config; bad values raise one-line UserErrors."""
     values = vars(args).copy()
-    milestones_text = values.get("decreasing_lr", DEFAULT_DECREASING_LR)
+    milestones_given = values.get("decreasing_lr") is not None
+    milestones_text = values["decreasing_lr"] if milestones_given else DEFAULT_DECREASING_LR
     values["decreasing_lr"] = parse_milestones(milestones_text)
     known = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in values.items() if k in known})
     validate(config)
-    for warning in config_warnings(config, milestones_given=milestones_text != DEFAULT_DECREASING_LR):
+    for warning in config_warnings(config, milestones_given=milestones_given):
         print(f"warning: {warning}", file=sys.stderr)
     return config
 

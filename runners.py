@@ -25,41 +25,13 @@ from checkpoint import RunState, StateDict
 from cli import Config, resume_mismatches, run_identity
 from dataset import Data, load_data, load_index_file
 from models import build_model
-from prac import (
-    BatchHook,
-    RoundSchedule,
-    RoundStatistics,
-    SelectionInput,
-    SelectionSettings,
-    build_rule,
-    next_training_set,
-    scaled_schedule,
-)
+from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
+                  next_training_set, pruning_aware_examples, scaled_schedule)
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, set_float32_math, train_epoch
-from utils import (
-    EPOCH_FIELDS,
-    LOG,
-    ROUND_FIELDS,
-    STREAM_RANDOM_PRUNE,
-    STREAM_SELECT,
-    STREAM_TRAIN,
-    ResultTable,
-    RunPaths,
-    UserError,
-    atomic_copy,
-    atomic_write,
-    claim_save_dir,
-    derived_seed,
-    describe_device,
-    fresh_seed,
-    load_checkpoint,
-    make_generator,
-    plot_curves,
-    save_checkpoint,
-    save_run_info,
-    select_device,
-    setup_logging,
-)
+from utils import (EPOCH_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_PRUNE, STREAM_SELECT, STREAM_TRAIN,
+                   ResultTable, RunPaths, UserError, atomic_copy, atomic_write, claim_save_dir, derived_seed,
+                   describe_device, fresh_seed, load_checkpoint, make_generator, plot_curves, save_checkpoint,
+                   save_run_info, select_device, setup_logging)
 
 # Evaluation batches at 32 px. Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates
 # ~8x faster in batches of 128 than of 1000, whose activations fall out of cache; a GPU wants
@@ -630,7 +602,7 @@ class PracPlan(SearchPlan):
         if self._dense_predictions is None:
             self._dense_predictions = train_split_predictions(self.session, paths.best(0))
         pruned = train_split_predictions(self.session, paths.best(round_number))
-        return data.train_indices[np.flatnonzero(self._dense_predictions != pruned)]
+        return data.train_indices[pruning_aware_examples(self._dense_predictions, pruned)]
 
     def next_round(self, run: RunState) -> RunState:
         assert run.statistics is not None

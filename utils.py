@@ -612,10 +612,14 @@ def code_version() -> str:
 def software_versions() -> Dict[str, Any]:
     """What a seeded rerun must match to give identical numbers (besides device and precision)."""
     import platform
+    from importlib import metadata
 
     import numpy
-    import torchvision
-    return {"torchvision": torchvision.__version__, "numpy": numpy.__version__,
+    try:  # the installed version, read without importing torchvision (seconds of start-up)
+        torchvision_version = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:
+        torchvision_version = "not installed"
+    return {"torchvision": torchvision_version, "numpy": numpy.__version__,
             "python": platform.python_version(), "threads": torch.get_num_threads()}
 
 

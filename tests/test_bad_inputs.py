@@ -1,5 +1,9 @@
 """Bad input, run as a user would: one line 'error: ...' on stderr, no traceback, a non-zero
-exit code, and nothing of an existing run in --save_dir changed."""
+exit code, and nothing of an existing run in --save_dir changed.
+
+Every case runs in-process (the error comes before any training, so the quick tier checks
+them all at no start-up cost) and, in the full tier, also as its own Python process, which is
+what a user sees; a few run as processes in the quick tier too."""
 import os
 import pickle
 import shutil
@@ -15,6 +19,7 @@ import main_imp
 import pruner
 from models import build_model
 from tests.conftest import REPO, run_script, tiny_args
+from tests.helpers import Payload, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +28,6 @@ def existing_run(cifar10_dir: str, tmp_path_factory: pytest.TempPathFactory) -> 
     save_dir = str(tmp_path_factory.mktemp("bad_inputs") / "existing")
     main_imp.main(tiny_args(cifar10_dir, save_dir, "--epochs", "1", "--pruning_times", "1"))
     return save_dir
-
-
-class Payload:
-    """Unpickling this runs a shell command: what a poisoned file carries."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def rewrite_batch(path: str, change) -> None:
@@ -263,13 +258,23 @@ CASES: Dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_is_one_line_error(name: str, cifar10_dir: str, existing_run: str, bad_files: Dict[str, str],
-                                     tmp_path: Any) -> None:
+# Also run as processes in the quick tier: a data file and a checkpoint carrying code, no save_dir.
+PROCESSES_IN_QUICK_TIER = ("poisoned_cifar_batch", "checkpoint_carrying_code", "no_save_dir")
+
+
+def ways_to_run(names: List[str]) -> List[Any]:
+    return [pytest.param(name, how, id=f"{name}-{how}",
+                         marks=(pytest.mark.full,) if how == "process" and name not in PROCESSES_IN_QUICK_TIER else ())
+            for name in names for how in ("in_process", "process")]
+
+
+@pytest.mark.parametrize("name, how", ways_to_run(sorted(CASES)))
+def test_bad_input_is_one_line_error(name: str, how: str, cifar10_dir: str, existing_run: str,
+                                     bad_files: Dict[str, str], tmp_path: Any) -> None:
     script, build, keyword = CASES[name]
     before = file_bytes(existing_run)
     argv = build(cifar10_dir, existing_run, bad_files, str(tmp_path / "fresh"))
-    proc = run_script(script, argv)
+    proc = run_script(script, argv) if how == "process" else run_in_process(script, argv)
     assert_one_line_error(proc, keyword)
     assert proc.returncode == 2
     assert not os.path.exists(bad_files["payload_marker"]), "a file's code ran"
@@ -297,7 +302,7 @@ def test_fresh_run_into_existing_run_is_refused(cifar10_dir: str, existing_run: 
                           ("main_train.py", ["--epochs", "1", "--init_dir",
                                              os.path.join(existing_run, "final_ticket.pth.tar"), "--mask_dir",
                                              os.path.join(existing_run, "final_ticket.pth.tar")])):
-        proc = run_script(script, tiny_args(cifar10_dir, existing_run, *extra))
+        proc = run_in_process(script, tiny_args(cifar10_dir, existing_run, *extra))
         assert_one_line_error(proc, "already holds a run")
         assert file_bytes(existing_run) == before, f"{script} changed the existing run's files"
 
@@ -313,18 +318,21 @@ def test_failed_resume_keeps_the_record_of_the_last_resume(cifar10_dir: str, exi
     with open(os.path.join(folder, "args_resume.json"), "w") as handle:
         handle.write('{"arguments": {"note": "the resume that really happened"}}\n')
     before = file_bytes(folder)
-    proc = run_script("main_imp.py", tiny_args(cifar10_dir, folder, "--resume", "--checkpoint", bad_files["corrupt"]))
+    proc = run_in_process("main_imp.py", tiny_args(cifar10_dir, folder, "--resume", "--checkpoint",
+                                                    bad_files["corrupt"]))
     assert_one_line_error(proc, "corrupt")
     assert_undamaged(before, folder, strict_resume_info=True)
 
 
-@pytest.mark.parametrize("script", ["main_imp.py", "main_train.py"])
-def test_late_milestones_are_one_warning_line_and_the_run_goes_on(script: str, cifar10_dir: str, existing_run: str,
-                                                                 tmp_path: Any) -> None:
+@pytest.mark.parametrize("script, how", [("main_imp.py", "in_process"), ("main_train.py", "in_process"),
+                                         pytest.param("main_train.py", "process", marks=pytest.mark.full)])
+def test_late_milestones_are_one_warning_line_and_the_run_goes_on(script: str, how: str, cifar10_dir: str,
+                                                                 existing_run: str, tmp_path: Any) -> None:
     save_dir = str(tmp_path / "run")
     ticket = os.path.join(existing_run, "final_ticket.pth.tar")
     extra = ["--pruning_times", "1"] if script == "main_imp.py" else ["--init_dir", ticket, "--mask_dir", ticket]
-    proc = run_script(script, tiny_args(cifar10_dir, save_dir, "--epochs", "1", "--decreasing_lr", "1,5", *extra))
+    argv = tiny_args(cifar10_dir, save_dir, "--epochs", "1", "--decreasing_lr", "1,5", *extra)
+    proc = run_script(script, argv) if how == "process" else run_in_process(script, argv)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("warning: --decreasing_lr milestone(s) 1,5 "), proc.stderr[-3000:]

@@ -40,6 +40,7 @@ def test_quick_bench_prints_table_and_writes_results(tmp_path, device: torch.dev
     assert "(quick mode)" in report
 
 
+@pytest.mark.full
 def test_streamed_bench_compares_streamed_with_memory(tmp_path) -> None:
     out = tmp_path / "streamed.md"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -55,6 +56,7 @@ def test_streamed_bench_compares_streamed_with_memory(tmp_path) -> None:
     assert "torch " in report and "threads:" in report
 
 
+@pytest.mark.full
 def test_record_gather_bench_runs_under_torchrun() -> None:
     """bench/bench_gather.py: two gloo processes merge an epoch's records; rank 0 prints the time."""
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -5,6 +5,7 @@ from dataclasses import replace
 from typing import List
 
 import pytest
+from tests.helpers import one_line
 
 import cli
 import main_PrAC_imp
@@ -14,11 +15,6 @@ from cli import Config, parse_milestones, validate
 from utils import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def one_line(error: BaseException) -> bool:
-    return bool(str(error).strip()) and "\n" not in str(error)
-
 
 def valid_config(**changes) -> Config:
     return replace(Config(save_dir="runs/x"), **changes)
@@ -252,6 +248,13 @@ def test_config_from_args_prints_one_warning_line(capsys: pytest.CaptureFixture)
 def test_default_milestones_with_short_runs_are_not_warned_about(capsys: pytest.CaptureFixture) -> None:
     parse_common(["--save_dir", "s", "--epochs", "2"])
     assert capsys.readouterr().err == ""
+
+
+def test_the_default_milestones_typed_out_are_given_milestones(capsys: pytest.CaptureFixture) -> None:
+    """An explicit --decreasing_lr 91,136 is the user's choice, and is warned about like any other."""
+    config = parse_common(["--save_dir", "s", "--epochs", "100", "--decreasing_lr", "91,136"])
+    assert config.decreasing_lr == [91, 136]
+    assert capsys.readouterr().err.startswith("warning: --decreasing_lr milestone(s) 136 ")
 
 
 # ----------------------------------------------------------------------------- resuming

@@ -7,6 +7,8 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 import pytest
+from tests.helpers import Payload
+from tests.helpers import one_line
 import torch
 import torch.nn.functional as F
 
@@ -18,11 +20,6 @@ from utils import UserError
 
 def expected_images(n: int, classes: int, size: int, channels: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
     return datasets_on_disk.class_images(n, classes, size, channels, seed)
-
-
-def one_line(error: BaseException) -> bool:
-    return bool(str(error).strip()) and "\n" not in str(error)
-
 
 def no_system_fashion(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """This machine may have Debian's copy of Fashion-MNIST; hide it."""
@@ -177,17 +174,6 @@ def test_cifar_batches_of_every_era_load_through_the_safe_unpickler(tmp_path, wr
     root = write_cifar10_with(str(tmp_path), write)
     train, test = dataset.load_cifar10(root, download=False)
     check_cifar(train, test, 10, seed=0)
-
-
-class Payload:
-    """Unpickling this runs a shell command, as a poisoned data set file would."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
 
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_poisoned_cifar_batch_is_refused_without_running_it(tmp_path, cifar10_dir: str, protocol: int) -> None:

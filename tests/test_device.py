@@ -27,7 +27,7 @@ from models import build_model
 from prac import RoundSchedule
 from tests.conftest import REPO, tiny_args
 from tests.fake_cuda import GeneratorDeviceError, StopStep, fake_cuda, real, stop_after_step
-from tests.test_resume import assert_same_run
+from tests.helpers import assert_same_run
 from training import LoopSettings, make_optimizer, predict, set_float32_math, train_epoch
 from utils import RunPaths, load_checkpoint
 

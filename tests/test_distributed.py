@@ -115,6 +115,7 @@ def test_files_written_once_by_rank_0(two_process_run: Dict[str, str]) -> None:
     assert not [name for name in os.listdir(save_dir) if name.startswith(TEMP_PREFIX)]
 
 
+@pytest.mark.full
 def test_one_process_checkpoint_resumes_with_two(cifar10_dir: str, shuffled_split: str, tmp_path: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1-process run killed after the first checkpoint of round 1 finishes under torchrun."""
@@ -157,6 +158,7 @@ def _rank_pid(parent: int, rank: int) -> Optional[int]:
     return None
 
 
+@pytest.mark.full
 def test_rank_killed_mid_epoch_resumes_with_one(cifar10_dir: str, shuffled_split: str, tmp_path: Any) -> None:
     """SIGKILL of rank 1 in round 0's second epoch: the checkpoint of the first epoch stays
     intact and one process resumes the run to its end."""
@@ -180,6 +182,7 @@ def test_rank_killed_mid_epoch_resumes_with_one(cifar10_dir: str, shuffled_split
     check_complete(save_dir, 2)
 
 
+@pytest.mark.full
 def test_streamed_imp_with_an_empty_slice(tmp_path: Any) -> None:
     """main_imp.py on a streamed folder, 22 training images in global batches of 7: the last
     batch has 1 image, so rank 0's slice of it is empty; each index is still trained once

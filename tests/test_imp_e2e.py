@@ -1,14 +1,14 @@
 """main_imp.py end to end on the tiny CIFAR-10 set: files, checkpoint keys, sparsity per
 round, learning-rate rewinding and the three rewind targets (lt, rewind_lt, pt) plus
 random pruning (SPEC §2, §3, §6)."""
-import csv
 import json
 import os
 import shutil
 import warnings
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
+from tests.helpers import read_csv
 import torch
 
 import main_imp
@@ -31,12 +31,6 @@ VARIANTS = {
     "pt": (["--prune_type", "pt"], 0),
     "random": (["--prune_type", "lt", "--random_prune"], 1),
 }
-
-
-def read_csv(path: str) -> List[Dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
 
 def loaded_model(state_dict: Dict[str, torch.Tensor]) -> torch.nn.Module:
     model = build_model("res20s", 10)

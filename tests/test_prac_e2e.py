@@ -1,11 +1,11 @@
 """main_PrAC_imp.py end to end on the tiny CIFAR-10 set with a non-identity split (SPEC §4,
 §6, §9), and training on a saved subset with main_imp.py --train_subset."""
-import csv
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 import pytest
+from tests.helpers import read_csv
 import torch
 
 import main_imp
@@ -24,12 +24,6 @@ ROUNDS = 3
 TRAIN_NUMBER = 180
 PRAC_KEYS = {"state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler", "init_weight",
              "prediction", "sequence", "remain_para", "distance_queue", "last_mask", "start_record"}
-
-
-def read_csv(path: str) -> List[Dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
 
 def loaded_model(state_dict: Dict[str, torch.Tensor], arch: str = "res20s") -> torch.nn.Module:
     model = build_model(arch, 10)

@@ -4,6 +4,7 @@ weights are the same on every device."""
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+from tests.helpers import one_line
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -78,12 +79,6 @@ def perturb_surviving(model: nn.Module, seed: int) -> None:
         for _, m in convs(model):
             target = m.weight_orig if hasattr(m, "weight_orig") else m.weight
             target.add_(0.05 * torch.randn(target.shape, generator=gen).to(target.device))
-
-
-def one_line(error: BaseException) -> bool:
-    text = str(error)
-    return bool(text.strip()) and "\n" not in text
-
 
 # ----------------------------------------------------------------------------- pruning
 def test_only_conv_weights_are_pruned() -> None:

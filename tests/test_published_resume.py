@@ -14,7 +14,7 @@ import torch
 
 import main_PrAC_imp
 from tests.conftest import tiny_args
-from tests.test_resume import argv_for, resume, run_with_snapshots
+from tests.helpers import argv_for, resume, run_with_snapshots
 from utils import load_checkpoint
 
 PUBLISHED_PRAC_KEYS = ("state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler",

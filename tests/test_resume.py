@@ -7,10 +7,8 @@ write would leave). Each copy is then resumed with --resume --checkpoint and mus
 exactly where the uninterrupted run ended: the same weights, masks, optimiser state,
 results, PrAC sets and result tables (timings aside).
 """
-import csv
 import os
-import shutil
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict
 
 import numpy as np
 import pytest
@@ -19,107 +17,10 @@ import torch
 import main_imp
 import main_PrAC_imp
 import main_train
-import runners
 import utils
 from tests.conftest import tiny_args
+from tests.helpers import Point, argv_for, assert_same_run, read_csv, resume, run_with_snapshots
 from utils import UserError, load_checkpoint
-
-Point = Tuple[int, int]  # (round, epochs completed in that round) of a checkpoint
-# Checkpoint entries that legitimately differ between an uninterrupted and a resumed run.
-VOLATILE_KEYS = {"config", "round_seconds"}
-VOLATILE_COLUMNS = {"seconds", "eb_seconds"}
-
-
-def read_csv(path: str) -> List[Dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def run_with_snapshots(main: Callable[[Sequence[str]], None], argv: Sequence[str], save_dir: str,
-                       side: str, points: Iterable[Point]) -> Dict[Point, str]:
-    """Runs ``main(argv)`` in-process; after the checkpoint of each of ``points`` is written,
-    copies the whole save_dir to ``side/<round>_<epoch>``."""
-    wanted = set(points)
-    snapshots: Dict[Point, str] = {}
-    original = runners.save_run
-
-    def snapshotting_save(self: Any, model: Any, optimizer: Any, scheduler: Any, run: Any,
-                          is_best: bool = False) -> None:
-        original(self, model, optimizer, scheduler, run, is_best=is_best)
-        point = (run.round, run.epoch)
-        if point in wanted and point not in snapshots:
-            target = os.path.join(side, f"{point[0]}_{point[1]}")
-            shutil.copytree(save_dir, target)
-            snapshots[point] = target
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runners, "save_run", snapshotting_save)
-        main(argv)
-    assert set(snapshots) == wanted, f"never saved: {wanted - set(snapshots)}"
-    return snapshots
-
-
-def assert_same(a: Any, b: Any, where: str) -> None:
-    """Exact, recursive equality of loaded checkpoint contents."""
-    if torch.is_tensor(a) or torch.is_tensor(b):
-        assert torch.is_tensor(a) and torch.is_tensor(b), f"{where}: tensor vs {type(b).__name__}"
-        assert a.dtype == b.dtype and a.shape == b.shape, \
-            f"{where}: {a.dtype}{tuple(a.shape)} vs {b.dtype}{tuple(b.shape)}"
-        assert torch.equal(a, b), f"{where}: values differ"
-    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        assert np.array_equal(np.asarray(a), np.asarray(b)), f"{where}: arrays differ"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict), f"{where}: dict vs {type(b).__name__}"
-        keys_a = set(a) - VOLATILE_KEYS
-        keys_b = set(b) - VOLATILE_KEYS
-        assert keys_a == keys_b, f"{where}: keys differ: {sorted(map(str, keys_a ^ keys_b))}"
-        for key in keys_a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ ({a!r} vs {b!r})"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
-def assert_same_table(path_a: str, path_b: str) -> None:
-    rows_a, rows_b = read_csv(path_a), read_csv(path_b)
-    keys = [(r.get("round"), r.get("epoch")) for r in rows_b]
-    assert len(keys) == len(set(keys)), f"{os.path.basename(path_b)} holds a row twice: {keys}"
-    assert len(rows_a) == len(rows_b), f"{os.path.basename(path_b)}: {len(rows_a)} rows vs {len(rows_b)}"
-    for row_a, row_b in zip(rows_a, rows_b):
-        assert {k: v for k, v in row_a.items() if k not in VOLATILE_COLUMNS} == \
-               {k: v for k, v in row_b.items() if k not in VOLATILE_COLUMNS}
-
-
-def assert_same_run(dir_a: str, dir_b: str) -> None:
-    """Every checkpoint, weight file and PrAC set of run A is in run B with the same content."""
-    def artefacts(folder: str) -> List[str]:
-        return sorted(f for f in os.listdir(folder) if f.endswith((".pth.tar", ".pt", ".npy")))
-
-    assert artefacts(dir_a) == artefacts(dir_b)
-    for name in artefacts(dir_a):
-        path_a, path_b = os.path.join(dir_a, name), os.path.join(dir_b, name)
-        if name.endswith(".npy"):
-            assert np.array_equal(np.load(path_a), np.load(path_b)), name
-        else:
-            assert_same(load_checkpoint(path_a), load_checkpoint(path_b), name)
-    assert_same_table(os.path.join(dir_a, "epochs.csv"), os.path.join(dir_b, "epochs.csv"))
-    assert_same_table(os.path.join(dir_a, "rounds.csv"), os.path.join(dir_b, "rounds.csv"))
-    assert not [f for f in os.listdir(dir_b) if f.startswith(".tmp")]
-
-
-def resume(main: Callable[[Sequence[str]], None], argv: Sequence[str], folder: str, tag: Optional[int]) -> None:
-    checkpoint = os.path.join(folder, f"{'' if tag is None else tag}checkpoint.pth.tar")
-    main([*argv, "--resume", "--checkpoint", checkpoint])
-
-
-def argv_for(argv: List[str], save_dir: str) -> List[str]:
-    out = list(argv)
-    out[out.index("--save_dir") + 1] = save_dir
-    return out
-
 
 # ============================================================================ main_imp.py
 IMP_POINTS = {

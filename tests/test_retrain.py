@@ -1,12 +1,12 @@
 """main_train.py: retraining a ticket from our checkpoints, from a checkpoint in the
 published format, from a plain rewind-weight file and from the final ticket (SPEC §5, §6)."""
-import csv
 import os
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import pytest
+from tests.helpers import read_csv
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -20,12 +20,6 @@ from tests.conftest import tiny_args
 from utils import load_checkpoint
 
 EPOCHS = 2
-
-
-def read_csv(path: str) -> List[Dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
 
 def mask_percent(mask: Dict[str, torch.Tensor]) -> float:
     return 100.0 * pruner.mask_size(mask) / sum(m.numel() for m in mask.values())

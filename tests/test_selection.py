@@ -1,12 +1,12 @@
 """Selection rules (--select) and the statistics they read: unit tests of each rule, EL2N
 against a direct computation, constent tie-breaking on a class-ordered set, and every rule
 end to end on tiny on-disk data, including an exact resume in the middle of a scaled round."""
-import csv
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 import pytest
+from tests.helpers import read_csv
 import torch
 
 import main_PrAC_imp
@@ -14,16 +14,10 @@ import prac
 from prac import (CorrectnessRecorder, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
                   el2n_scores, next_training_set, select_by_forgetting)
 from tests.conftest import tiny_args
-from tests.test_resume import argv_for, assert_same_run, resume, run_with_snapshots
+from tests.helpers import argv_for, assert_same_run, resume, run_with_snapshots
 
 TRAIN_NUMBER = 180
 RULES = sorted(prac.SELECTION_RULES)
-
-
-def read_csv(path: str) -> List[Dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
 
 # ============================================================================ units
 def make_inputs(records: np.ndarray, aware: np.ndarray, round_number: int = 1,

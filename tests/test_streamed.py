@@ -14,7 +14,7 @@ import main_PrAC_imp
 import main_train
 from models import build_model
 from tests import conftest, datasets_on_disk
-from tests.test_resume import argv_for, assert_same_run, resume, run_with_snapshots
+from tests.helpers import argv_for, assert_same_run, resume, run_with_snapshots
 from training import LoopSettings, evaluate, predict, train_epoch
 from utils import UserError, load_checkpoint
 

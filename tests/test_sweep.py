@@ -14,7 +14,7 @@ import pytest
 
 from tests import conftest, datasets_on_disk
 from tests.conftest import REPO
-from tests.test_resume import assert_same_run
+from tests.helpers import assert_same_run
 from utils import load_checkpoint
 
 METHODS = ["imp", "prac", "random"]

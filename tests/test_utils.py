@@ -9,16 +9,13 @@ import textwrap
 from typing import Iterator, List
 
 import pytest
+from tests.helpers import Payload
+from tests.helpers import one_line
 import torch
 
 import utils
 from tests.conftest import REPO
 from utils import ResultTable, SaveDirLock, UserError, atomic_write, load_checkpoint, remove_stale_temporaries
-
-
-def one_line(error: BaseException) -> bool:
-    return bool(str(error).strip()) and "\n" not in str(error)
-
 
 @pytest.fixture
 def umask() -> Iterator[None]:
@@ -332,14 +329,6 @@ def test_lock_in_a_missing_folder_is_one_line(tmp_path) -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-class Payload:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 class Opaque:
     pass
 
