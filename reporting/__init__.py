@@ -1,0 +1,1 @@
+"""report.py's parts: reading runs, grouping them by setting, statistics, tables and plots."""
