@@ -4,32 +4,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from reporting import tables
 from reporting.grouping import Group, group_runs, setting_text
 from reporting.plots import write_plots
 from reporting.runs import IMP_METHOD, RETRAIN_SCRIPT, Run, load_run, run_folders
-from reporting.tables import (
-    AGGREGATE_COLUMNS,
-    CONTROLS_COLUMNS,
-    RUNS_COLUMNS,
-    VERDICT_COLUMNS,
-    ControlRow,
-    Replicate,
-    VerdictRow,
-    aggregate,
-    aggregate_markdown,
-    comparisons,
-    control_record,
-    controls,
-    controls_markdown,
-    method_order,
-    replicate_record,
-    replicates_of,
-    set_size_line,
-    verdict,
-    verdict_markdown,
-    verdict_record,
-    write_csv,
-)
+from reporting.tables import ControlRow, Replicate, VerdictRow
 from utils import UserError
 
 REPORT_MARKDOWN = "report.md"
@@ -106,8 +85,8 @@ def find_runs(folders: Sequence[str], retrain_folders: Sequence[str], names: Opt
 
 
 def report_group(group: Group, notes: List[str]) -> GroupReport:
-    replicates = replicates_of(group, notes)
-    methods = sorted({run.method for run in group.runs}, key=method_order)
+    replicates = tables.replicates_of(group, notes)
+    methods = sorted({run.method for run in group.runs}, key=tables.method_order)
     for method in methods:
         seeds = [run.seed for run in group.runs if run.method == method]
         repeated = sorted({seed for seed in seeds if seed is not None and seeds.count(seed) > 1})
@@ -119,17 +98,17 @@ def report_group(group: Group, notes: List[str]) -> GroupReport:
         summaries.append(f"no {IMP_METHOD} runs among the runs ({', '.join(methods)}): no verdict, "
                          f"which compares each method with {IMP_METHOD}")
     elif group.runs:
-        for method, reference in comparisons(methods):
-            rows = verdict(replicates, method, reference, notes)
+        for method, reference in tables.comparisons(methods):
+            rows = tables.verdict(replicates, method, reference, notes)
             if rows:
                 verdicts.append(rows)
                 summaries.append(rows[-1].summary())
             else:
                 summaries.append(f"{method} vs {reference}: no round both finished with an accuracy to compare")
-    control_rows = controls(replicates)
+    control_rows = tables.controls(replicates)
     sparsest = {row.method: row for row in control_rows}  # rows are by round: the last is the sparsest
-    set_sizes = [line for line in (set_size_line(replicates, method) for method in methods) if line]
-    return GroupReport(group, replicates, aggregate(replicates), verdicts, summaries, control_rows,
+    set_sizes = [line for line in (tables.set_size_line(replicates, method) for method in methods) if line]
+    return GroupReport(group, replicates, tables.aggregate(replicates), verdicts, summaries, control_rows,
                        [row.summary() for row in sparsest.values()], set_sizes)
 
 
@@ -149,7 +128,7 @@ def build_report(folders: Sequence[str], retrain_folders: Sequence[str] = (),
 def _run_listing(part: GroupReport) -> List[str]:
     lines = []
     everyone = [*part.group.runs, *part.group.dense]
-    for method in sorted({run.method for run in everyone}, key=method_order):
+    for method in sorted({run.method for run in everyone}, key=tables.method_order):
         runs = [run for run in everyone if run.method == method]
         seeds = ", ".join("unseeded" if run.seed is None else str(run.seed) for run in runs)
         labels = ", ".join(run.label for run in runs if run.label)
@@ -159,7 +138,8 @@ def _run_listing(part: GroupReport) -> List[str]:
     for retrain in part.group.retrains:
         retrained[retrain.run.role] = retrained.get(retrain.run.role, 0) + 1
     if retrained:
-        lines.append("- retrained with main_train.py: " + ", ".join(f"{n} {role}" for role, n in retrained.items()))
+        lines.append("- main_train.py runs on these tickets: "
+                     + ", ".join(f"{role} {n}" for role, n in retrained.items()))
     return lines
 
 
@@ -169,14 +149,15 @@ def tables_markdown(report: Report) -> str:
     for part in report.groups:
         tail = f" ({part.group.label})" if part.group.label else ""
         parts += [f"## Runs by method (from each run's args.json){tail}", "", *_run_listing(part), "",
-                  f"## Per method and round: mean ± std (n runs){tail}", "", aggregate_markdown(part.aggregate), "",
+                  f"## Per method and round: mean ± std (n runs){tail}", "",
+                  tables.aggregate_markdown(part.aggregate), "",
                   f"## Verdict{tail}", ""]
         parts += [f"- {line}" for line in [*part.summaries, *part.set_sizes]]
         for rows in part.verdicts:
-            parts += ["", verdict_markdown(rows)]
+            parts += ["", tables.verdict_markdown(rows)]
         if part.controls:
             parts += ["", f"## Controls: ticket vs reinit vs random mask{tail}", "",
-                      *[f"- {line}" for line in part.control_lines], "", controls_markdown(part.controls)]
+                      *[f"- {line}" for line in part.control_lines], "", tables.controls_markdown(part.controls)]
         parts.append("")
     return "\n".join(parts).rstrip()
 
@@ -205,10 +186,11 @@ def write_report(report: Report, out_dir: str) -> List[str]:
 
     def rows(records: Any) -> List[Dict[str, Any]]:
         return [{**record, "setting": part.group.label} for part in report.groups for record in records(part)]
-    write_csv(files[0], AGGREGATE_COLUMNS, report.aggregate)
-    write_csv(files[1], VERDICT_COLUMNS, rows(lambda p: [verdict_record(r) for rs in p.verdicts for r in rs]))
-    write_csv(files[2], RUNS_COLUMNS, rows(lambda p: [replicate_record(r) for r in p.replicates]))
-    write_csv(files[3], CONTROLS_COLUMNS, rows(lambda p: [control_record(r) for r in p.controls]))
+    tables.write_csv(files[0], tables.AGGREGATE_COLUMNS, report.aggregate)
+    tables.write_csv(files[1], tables.VERDICT_COLUMNS,
+                     rows(lambda p: [tables.verdict_record(r) for rs in p.verdicts for r in rs]))
+    tables.write_csv(files[2], tables.RUNS_COLUMNS, rows(lambda p: [tables.replicate_record(r) for r in p.replicates]))
+    tables.write_csv(files[3], tables.CONTROLS_COLUMNS, rows(lambda p: [tables.control_record(r) for r in p.controls]))
     several = len(report.groups) > 1
     plots: List[str] = []
     for index, part in enumerate(report.groups, start=1):
