@@ -1,5 +1,6 @@
 """The report: runs found, grouped by whole setting, and per group the aggregate, the verdict
 against IMP and the controls; one pipeline, a single run being its n = 1 case."""
+import glob
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -79,9 +80,29 @@ def find_runs(folders: Sequence[str], retrain_folders: Sequence[str], names: Opt
                 raise UserError(f"--name labels one run per folder; {folder} holds {len(found)}")
             found[0].label = names[index]
         runs.update((os.path.realpath(run.path), run) for run in found)
+        if index < len(folders) and len(found) == 1 and found[0].is_search:
+            runs.update((os.path.realpath(run.path), run) for run in nearby_retrains(found[0]))
     if not runs:
         raise UserError(f"no finished run in {', '.join([*folders, *retrain_folders])}")
     return list(runs.values())
+
+
+def nearby_retrains(run: Run) -> List[Run]:
+    """main_train.py runs on ``run``'s tickets up to two levels below its parent folder (such as
+    RUN_retrain/1 or tickets/final), found when ``run`` is given alone as a DIR."""
+    parent = os.path.dirname(run.path)
+    found = []
+    for info in sorted(glob.glob(os.path.join(glob.escape(parent), "*", "args.json"))
+                       + glob.glob(os.path.join(glob.escape(parent), "*", "*", "args.json"))):
+        try:
+            train = load_run(os.path.dirname(info), [])
+        except UserError:  # not this report's business: it was not asked for
+            continue
+        source = str(train.ticket.get("source_run") or "") if train is not None else ""
+        if source and train.script == RETRAIN_SCRIPT and (os.path.realpath(source) == os.path.realpath(run.path)
+                                                          or os.path.normpath(source) == run.recorded_path):
+            found.append(train)
+    return found
 
 
 def report_group(group: Group, notes: List[str]) -> GroupReport:

@@ -466,8 +466,9 @@ def test_real_runs_end_to_end(real_runs: Dict[str, str]) -> None:
 
 def test_cli_prints_tables_and_paths(real_runs: Dict[str, str], tmp_path: Any) -> None:
     out = str(tmp_path / "cli")
-    result = cli(real_runs["imp"], "--retrain", real_runs["round1"], "--name", "IMP", "--out", out)
+    result = cli(real_runs["imp"], "--name", "IMP", "--out", out)  # its tickets' runs are found beside it
     assert result.returncode == 0, result.stderr
+    assert "- main_train.py runs on these tickets: ticket 2, reinit 1" in result.stdout
     assert "| method | round | remaining weights (%)" in result.stdout and "- imp: 1 run, seed 0 (IMP)" in result.stdout
     for name in ("report.md", "aggregate.csv", PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE):
         assert os.path.join(out, name) in result.stdout
