@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from reporting import tables
-from reporting.grouping import Group, group_runs, setting_text
+from reporting.grouping import Group, group_runs
 from reporting.plots import write_plots
 from reporting.runs import IMP_METHOD, RETRAIN_SCRIPT, Run, load_run, run_folders
 from reporting.tables import ControlRow, Replicate, VerdictRow
@@ -118,6 +118,8 @@ def report_group(group: Group, notes: List[str]) -> GroupReport:
     if group.runs and IMP_METHOD not in methods:
         summaries.append(f"no {IMP_METHOD} runs among the runs ({', '.join(methods)}): no verdict, "
                          f"which compares each method with {IMP_METHOD}")
+    elif methods == [IMP_METHOD]:
+        summaries.append(f"only {IMP_METHOD} runs: no other method to compare with {IMP_METHOD}")
     elif group.runs:
         for method, reference in tables.comparisons(methods):
             rows = tables.verdict(replicates, method, reference, notes)
@@ -216,7 +218,7 @@ def write_report(report: Report, out_dir: str) -> List[str]:
     plots: List[str] = []
     for index, part in enumerate(report.groups, start=1):
         plots += write_plots(part.aggregate, out_dir, f"-{index}" if several else "", part.group.label)
-    settings = [f"- {part.group.label or 'setting'}: {setting_text(part.group.whole)}" for part in report.groups]
+    settings = [f"- {part.group.label or 'setting'}: {part.group.setting_text()}" for part in report.groups]
     text = ["# Lottery-ticket report", "", INTRODUCTION, "", "## Settings", "", *settings, "",
             report.markdown, "", "## Plots", "",
             "Error bars and bands are ± one sample standard deviation over seeds (none where a method has "

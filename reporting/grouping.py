@@ -42,6 +42,12 @@ class Group:
         """The search setting and the retraining's, the latter as "retrain NAME"."""
         return {**self.setting, **{f"retrain {name}": value for name, value in self.retrain_setting.items()}}
 
+    def setting_text(self) -> str:
+        """The whole setting, the retraining's only where it differs from the search's."""
+        shown = {**self.setting, **{f"retrain {name}": value for name, value in self.retrain_setting.items()
+                                    if self.setting.get(name, value) != value or name not in self.setting}}
+        return ", ".join(f"{name} {_shown(value)}" for name, value in sorted(shown.items()))
+
 
 def compatible(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     """Whether two settings agree on every name both have."""
@@ -154,10 +160,6 @@ def _label(groups: Sequence[Group]) -> None:
     varying = [name for name in names if len({repr(whole[name]) for whole in wholes if name in whole}) > 1]
     for group, whole in zip(groups, wholes):
         group.label = ", ".join(f"{name} {_shown(whole[name])}" for name in varying if name in whole)
-
-
-def setting_text(setting: Dict[str, Any]) -> str:
-    return ", ".join(f"{name} {_shown(value)}" for name, value in sorted(setting.items()))
 
 
 def by_round(retrains: Sequence[Retrain], source: Run) -> Dict[Tuple[int, str], List[Run]]:
