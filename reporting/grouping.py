@@ -133,8 +133,8 @@ def group_runs(runs: Sequence[Run], notes: List[str]) -> List[Group]:
         members = [run for run in search if nodes.index((run.script, run.setting)) in clique]
         attached = [r for r in retrains if any(r.source is run for run in members)]
         retrain_settings = list(dict.fromkeys(r.run.setting for r in attached))
-        for clique in _cliques([dict(setting) for setting in retrain_settings]) or [[]]:
-            chosen = [retrain_settings[index] for index in clique]
+        for retrain_clique in _cliques([dict(setting) for setting in retrain_settings]) or [[]]:
+            chosen = [retrain_settings[index] for index in retrain_clique]
             groups.append(Group(setting=_merged(combo), runs=members, retrain_setting=_merged(list(map(dict, chosen))),
                                 retrains=[r for r in attached if r.run.setting in chosen]))
     for run in (run for run in runs if run.script == RETRAIN_SCRIPT and run.role == DENSE):
@@ -160,6 +160,10 @@ def _label(groups: Sequence[Group]) -> None:
     varying = [name for name in names if len({repr(whole[name]) for whole in wholes if name in whole}) > 1]
     for group, whole in zip(groups, wholes):
         group.label = ", ".join(f"{name} {_shown(whole[name])}" for name in varying if name in whole)
+    labels = [group.label for group in groups]
+    for number, group in enumerate(groups, start=1):
+        if labels.count(group.label) > 1:  # told apart only by settings some runs lack: say which group
+            group.label = f"{group.label + '; ' if group.label else ''}group {number}"
 
 
 def by_round(retrains: Sequence[Retrain], source: Run) -> Dict[Tuple[int, str], List[Run]]:

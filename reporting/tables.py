@@ -55,13 +55,13 @@ def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
             trained = run.round_result(number)
             accs = {}
             for role in (TICKET, REINIT, RANDOM_MASK):
-                runs = trains.get((number, role), [])
-                if len(runs) > 1:
-                    notes.append(f"round {number} of {run.path} has {len(runs)} {role} retraining runs "
-                                 f"({', '.join(r.path for r in runs)}); their test accuracies are averaged")
-                accs[role] = _mean_test_acc(runs)
-            density = (trained.remaining_weights if trained else
-                       next(r for (n, _), rs in trains.items() if n == number for r in rs).rounds[-1].remaining_weights)
+                same = trains.get((number, role), [])
+                if len(same) > 1:
+                    notes.append(f"round {number} of {run.path} has {len(same)} {role} retraining runs "
+                                 f"({', '.join(r.path for r in same)}); their test accuracies are averaged")
+                accs[role] = _mean_test_acc(same)
+            retrained = [train for (n, _), runs in trains.items() if n == number for train in runs]
+            density = trained.remaining_weights if trained else retrained[0].rounds[-1].remaining_weights
             through = [r for r in run.rounds if r.round <= number]
             found.append(Replicate(
                 method=run.method, seed=key, run=run.path, round=number, remaining_weights=density,
