@@ -193,6 +193,19 @@ def test_grid_settings_in_subfolders_are_grouped_by_what_runs_record(tmp_path: A
         assert png_size(os.path.join(tmp_path / "out", name))[0] >= 400
 
 
+def test_a_setting_an_older_run_did_not_record_matches_any_value(tmp_path: Any) -> None:
+    old = search_run(tmp_path / "imp-0", "imp", 0, [60, 50, 55], [100, 200, 300])
+    search_run(tmp_path / "imp-1", "imp", 1, [60, 52, 57], [100, 200, 300])
+    with open(RunPaths(old).run_info) as handle:
+        info = json.load(handle)
+    del info["arguments"]["data_mode"]  # written before --data_mode existed
+    with open(RunPaths(old).run_info, "w") as handle:
+        json.dump(info, handle)
+    result = report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    (part,) = result.groups
+    assert part.group.label == "" and aggregate_row(result, "imp", 1)["runs"] == 2
+
+
 def test_a_longer_retraining_is_its_own_group(tmp_path: Any) -> None:
     imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
     retrain_run(tmp_path / "short", imp, 70.0)
