@@ -129,35 +129,34 @@ def aggregate_row(result: Any, method: str, number: int, setting: str = "") -> D
 
 
 # ============================================================================ the three wrong reports
-def test_reinit_run_is_a_control_not_averaged_into_the_ticket(tmp_path: Any) -> None:
+def test_reinit_run_is_a_control_not_averaged_into_the_ticket(tmp_path: Any, capsys: pytest.CaptureFixture) -> None:
     imp = search_run(tmp_path / "runs" / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
     retrain_run(tmp_path / "retrain" / "ticket", imp, 80.0)
     retrain_run(tmp_path / "retrain" / "reinit", imp, 60.0, control="reinit")
     out = str(tmp_path / "out")
-    done = cli(imp, "--retrain", str(tmp_path / "retrain"), "--replicates", "--out", out)
-    assert done.returncode == 0, done.stderr
+    report.main([imp, "--retrain", str(tmp_path / "retrain"), "--replicates", "--out", out])
     (final,) = [r for r in read_csv(os.path.join(out, "aggregate.csv")) if r["method"] == "imp" and r["round"] == "3"]
     assert float(final["retrained_acc_mean"]) == 80.0 and final["retrained_acc_n"] == "1"  # not (80 + 60) / 2
     (control,) = read_csv(os.path.join(out, "controls.csv"))
     assert (float(control["ticket_mean"]), float(control["reinit_mean"])) == (80.0, 60.0)
     assert float(control["ticket_minus_reinit_mean"]) == 20.0
-    assert "imp: a winning ticket at 51.2% weights (round 3)? ticket − reinit = +20.00 points" in done.stdout
+    printed = capsys.readouterr().out
+    assert "imp: a winning ticket at 51.2% weights (round 3)? ticket − reinit = +20.00 points" in printed
 
 
-def test_dense_main_train_run_is_labelled_dense_not_prac(tmp_path: Any) -> None:
+def test_dense_main_train_run_is_labelled_dense_not_prac(tmp_path: Any, capsys: pytest.CaptureFixture) -> None:
     imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
     dense = write_run(tmp_path / "dense", "train", [{"round": 0, "remaining_weights": 100.0,
                                                      "test_acc_at_best_val": 61.0}],
                       ticket=_ticket_record(Config(save_dir="x"), None), seed=0)
     out = str(tmp_path / "out")
-    done = cli(imp, dense, "--replicates", "--out", out)
-    assert done.returncode == 0, done.stderr
+    report.main([imp, dense, "--replicates", "--out", out])
     rows = read_csv(os.path.join(out, "aggregate.csv"))
     assert {r["method"] for r in rows} == {"imp", "dense"}
     (row,) = [r for r in rows if r["method"] == "dense"]
     assert (row["round"], float(row["search_acc_mean"])) == ("0", 61.0)
     assert read_csv(os.path.join(out, "verdict.csv")) == []  # dense is no method to compare with IMP
-    assert "- dense: 1 run, seed 0" in done.stdout
+    assert "- dense: 1 run, seed 0" in capsys.readouterr().out
 
 
 def test_runs_of_one_seed_with_different_settings_are_never_averaged(tmp_path: Any) -> None:
@@ -165,8 +164,7 @@ def test_runs_of_one_seed_with_different_settings_are_never_averaged(tmp_path: A
     low = search_run(tmp_path / "prac-t0", "prac", 0, [60, 50, 52], [100, 150, 200], threshold=0)
     high = search_run(tmp_path / "prac-t2", "prac", 0, [60, 60, 62], [100, 120, 140], threshold=2)
     out = str(tmp_path / "out")
-    done = cli(imp, low, high, "--replicates", "--out", out)
-    assert done.returncode == 0, done.stderr
+    report.main([imp, low, high, "--replicates", "--out", out])
     prac1 = [r for r in read_csv(os.path.join(out, "aggregate.csv")) if r["method"] == "prac" and r["round"] == "1"]
     assert sorted((r["runs"], float(r["search_acc_mean"])) for r in prac1) == [("1", 50.0), ("1", 60.0)]
     assert sorted(r.get("setting") for r in prac1) == ["threshold 0", "threshold 2"]
