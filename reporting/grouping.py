@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from reporting.runs import DENSE, RETRAIN_SCRIPT, Run
+from reporting.runs import DENSE, RANDOM_MASK_REINIT, RETRAIN_SCRIPT, Run
 
 # A retraining run and the round it matches agree on the density to this many percentage
 # points (rounds.csv keeps 6 significant digits).
@@ -122,6 +122,11 @@ def group_runs(runs: Sequence[Run], notes: List[str]) -> List[Group]:
     search = [run for run in runs if run.is_search]
     retrains = []
     for train in (run for run in runs if run.script == RETRAIN_SCRIPT and run.role != DENSE):
+        if train.role == RANDOM_MASK_REINIT:
+            notes.append(f"{train.path}: a random mask from a fresh initialisation is not one of the controls "
+                         "shown (the ticket's mask from a fresh initialisation, a random mask on its weights); "
+                         "left out")
+            continue
         source = source_run(train, search, notes)
         number = ticket_round(train, source, notes) if source is not None else None
         if number is not None:

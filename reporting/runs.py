@@ -9,20 +9,27 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+import cli
 import main_imp
 import main_PrAC_imp
 import main_train
-from cli import RESUME_CHECKED
 from utils import ROUND_FIELDS, RunPaths, UserError
 
 IMP_SCRIPT, SEARCH_SCRIPT, RETRAIN_SCRIPT = "main_imp.py", "main_PrAC_imp.py", "main_train.py"
 PARSERS = {IMP_SCRIPT: main_imp.build_parser, SEARCH_SCRIPT: main_PrAC_imp.build_parser,
            RETRAIN_SCRIPT: main_train.build_parser}
 IMP_METHOD = "imp"
-# The method axis: a main_PrAC_imp.py run's --select rule is its method, not part of its setting.
-METHOD_AXIS = ("select",)
+# The method axis: a main_PrAC_imp.py run's --select rule (and --match_sizes, which names the PrAC
+# run of the same seed whose set sizes random copies) is its method, not part of its setting; the
+# control axis: a main_train.py run's --random_mask says which control of a ticket it is.
+AXES = ("select", "match_sizes", "random_mask")
+SIZE_MATCHED = " (size-matched)"
 # What a main_train.py run is, read from its ticket record.
 TICKET, REINIT, RANDOM_MASK, DENSE = "ticket", "reinit", "random mask", "dense"
+RANDOM_MASK_REINIT = "random mask, reinit"  # not one of the controls the report shows
+# What a run recorded before a setting existed ran with, where cli declares it; else the
+# missing setting matches any value.
+OLD_DEFAULTS: Dict[str, Any] = getattr(cli, "RESUME_DEFAULTS", {})
 
 Setting = Tuple[Tuple[str, Any], ...]  # (name, value) pairs, sorted by name; hashable
 
@@ -48,7 +55,7 @@ class RoundResult:
 def setting_names(script: str) -> Tuple[str, ...]:
     """The meaning-changing settings (cli.RESUME_CHECKED) that ``script`` has, less the method axis."""
     options = {action.dest for action in PARSERS[script]()._actions}
-    return tuple(name for name in RESUME_CHECKED if name in options and name not in METHOD_AXIS)
+    return tuple(name for name in cli.RESUME_CHECKED if name in options and name not in AXES)
 
 
 def _hashable(value: Any) -> Any:
@@ -93,7 +100,7 @@ class Run:
         if self.is_search:
             return "search"
         if self.ticket.get("random_mask"):
-            return RANDOM_MASK
+            return RANDOM_MASK_REINIT if self.ticket.get("reinit") else RANDOM_MASK
         if self.ticket.get("reinit"):
             return REINIT
         return TICKET if self.ticket.get("mask_dir") or self.arguments.get("mask_dir") else DENSE
@@ -104,16 +111,17 @@ class Run:
         if self.script == IMP_SCRIPT:
             return IMP_METHOD
         if self.script == SEARCH_SCRIPT:
-            return str(self.arguments.get("select"))
+            return str(self.arguments.get("select")) + (SIZE_MATCHED if self.arguments.get("match_sizes") else "")
         if self.role == DENSE:
             return f"{DENSE} (given weights)" if self.arguments.get("init_dir") else DENSE
         return self.role
 
     @property
     def setting(self) -> Setting:
-        """The run's meaning-changing settings that its args.json records."""
-        return tuple(sorted((name, _hashable(self.arguments[name])) for name in setting_names(self.script)
-                            if name in self.arguments))
+        """The run's meaning-changing settings that its args.json records (or cli says it ran with)."""
+        recorded = {**OLD_DEFAULTS, **self.arguments}
+        return tuple(sorted((name, _hashable(recorded[name])) for name in setting_names(self.script)
+                            if name in recorded))
 
     @property
     def recorded_path(self) -> str:

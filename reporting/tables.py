@@ -79,8 +79,9 @@ def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
 
 def method_order(method: str) -> Tuple[int, str]:
     """IMP first, then PrAC, then random, then the other rules by name, dense runs last."""
-    return ({IMP_METHOD: 0, PRAC_METHOD: 1, RANDOM_METHOD: 2}.get(method, 4 if method.startswith("dense") else 3),
-            method)
+    rank = 0 if method == IMP_METHOD else 1 if method == PRAC_METHOD else 2 if method.startswith(RANDOM_METHOD) else (
+        4 if method.startswith("dense") else 3)
+    return rank, method
 
 
 def _cells(replicates: Sequence[Replicate], method: str, number: int) -> List[Replicate]:
@@ -143,8 +144,8 @@ def comparisons(methods: Sequence[str]) -> List[Tuple[str, str]]:
     """Every other search method against IMP, and random against PrAC (does it matter *which*
     examples a round trains on?)."""
     pairs = [(method, IMP_METHOD) for method in methods if method != IMP_METHOD]
-    if PRAC_METHOD in methods and RANDOM_METHOD in methods:
-        pairs.append((RANDOM_METHOD, PRAC_METHOD))
+    if PRAC_METHOD in methods:
+        pairs += [(method, PRAC_METHOD) for method in methods if method.startswith(RANDOM_METHOD)]
     return pairs
 
 

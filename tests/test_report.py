@@ -204,6 +204,23 @@ def test_a_setting_an_older_run_did_not_record_matches_any_value(tmp_path: Any) 
     assert part.group.label == "" and aggregate_row(result, "imp", 1)["runs"] == 2
 
 
+def test_size_matched_random_is_its_own_method(tmp_path: Any) -> None:
+    search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    prac = search_run(tmp_path / "prac", "prac", 0, [60, 48, 50], [100, 150, 200])
+    search_run(tmp_path / "random", "random", 0, [60, 40, 45], [100, 150, 200])
+    matched = search_run(tmp_path / "matched", "random", 0, [60, 44, 47], [100, 150, 200])
+    with open(RunPaths(matched).run_info) as handle:
+        info = json.load(handle)
+    info["arguments"]["match_sizes"] = prac  # issue 17's flag: the PrAC run whose set sizes it copies
+    with open(RunPaths(matched).run_info, "w") as handle:
+        json.dump(info, handle)
+    result = report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert [row["runs"] for row in result.aggregate if row["round"] == 1] == [1, 1, 1, 1]
+    assert {(rows[0].method, rows[0].reference) for rows in result.verdicts} == {
+        ("prac", "imp"), ("random", "imp"), ("random (size-matched)", "imp"), ("random", "prac"),
+        ("random (size-matched)", "prac")}
+
+
 def test_a_longer_retraining_is_its_own_group(tmp_path: Any) -> None:
     imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
     retrain_run(tmp_path / "short", imp, 70.0)
