@@ -8,9 +8,16 @@ sweeps, run folders). Each run says what it is: main_imp.py is imp, main_PrAC_im
 --select rule, main_train.py a retrained ticket (or its reinit / random-mask control, or a dense
 run) matched to its search run and round through the ticket record in its args.json. Runs
 are grouped by their whole setting and compared only within it (reporting/grouping.py); one
-run is the n = 1 case. --out (default DIR/report for one folder of runs, else report/ beside
-the first run) is replaced whole by each call; the tables are printed after the files are
-written, and a reader that stops early (``| head``) ends the program quietly.
+run is the n = 1 case.
+
+Writes report.md, aggregate.csv (per setting, method and round: n, mean, std), verdict.csv
+(each method against IMP, random against PrAC: the accuracy difference with a paired 95%
+t-interval and the cost in % of the reference's training steps), controls.csv (ticket vs reinit
+vs random mask), runs.csv (every run's values per round) and accuracy_vs_weights.png,
+accuracy_vs_steps.png, set_size.png (suffixed -1, -2, ... per setting when there are several).
+--out (default DIR/report for one folder of runs, else report/ beside the first run) is
+replaced whole by each call; the tables are printed after the files are written, and a reader
+that stops early (``| head``) ends the program quietly.
 """
 import argparse
 import os

@@ -53,7 +53,7 @@ class RoundResult:
 
 @functools.lru_cache(maxsize=None)
 def setting_names(script: str) -> Tuple[str, ...]:
-    """The meaning-changing settings (cli.RESUME_CHECKED) that ``script`` has, less the method axis."""
+    """The meaning-changing settings (cli.RESUME_CHECKED) that ``script`` has, less the method and control axes."""
     options = {action.dest for action in PARSERS[script]()._actions}
     return tuple(name for name in cli.RESUME_CHECKED if name in options and name not in AXES)
 
