@@ -399,7 +399,10 @@ def decode(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
 
 
-def tiny_files(root: str) -> Tuple[Dict[str, int], Dict[str, Tuple[np.ndarray, int]], Dict[str, Tuple[np.ndarray, int]]]:
+Files = Dict[str, Tuple[np.ndarray, int]]
+
+
+def tiny_files(root: str) -> Tuple[Dict[str, int], Files, Files]:
     """class index per wnid (sorted wnids), and {file: (pixels, label)} for train and val."""
     base = os.path.join(root, "tiny-imagenet-200")
     wnids = sorted(os.listdir(os.path.join(base, "train")))
@@ -716,9 +719,10 @@ def test_dataset_statistics_match_spec() -> None:
     assert infos["tiny-imagenet"].std == pytest.approx((0.2302, 0.2265, 0.2262))
     assert infos["fashionmnist"].mean == pytest.approx((0.2860,) * 3)
     assert infos["fashionmnist"].std == pytest.approx((0.3530,) * 3)
-    assert [infos[n].num_classes for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")] == [10, 100, 200, 10]
-    assert [infos[n].image_size for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")] == [32, 32, 64, 28]
-    assert all(infos[n].crop_padding == 4 for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist"))
+    names = ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")
+    assert [infos[n].num_classes for n in names] == [10, 100, 200, 10]
+    assert [infos[n].image_size for n in names] == [32, 32, 64, 28]
+    assert all(infos[n].crop_padding == 4 for n in names)
     # image trees: ImageNet's statistics and 224 px; a folder's classes come from its tree
     assert (infos["imagenet"].num_classes, infos["imagenet"].image_size) == (1000, 224)
     assert infos["folder"].mean == pytest.approx((0.485, 0.456, 0.406))
