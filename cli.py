@@ -10,12 +10,29 @@ from dataset import DATA_MODES, DATASETS, DEFAULT_DATA_DIR, IMAGE_TREES
 from models import ARCH_CHOICES, ARCHITECTURES, is_architecture
 from prac import SELECTION_RULES
 from pruner import MODES, SCOPES, PruneScope
+from training import PRECISIONS
 from utils import UserError, file_digest
 
 DATASET_NAMES = tuple(DATASETS)
 ARCH_NAMES = tuple(ARCHITECTURES)
 MIN_IMAGE_SIZE = 8
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+MAX_DEFAULT_WORKERS = 16
+
+
+def default_workers() -> int:
+    """Streaming workers when --workers is not given: every core this process may use, less
+    one for the training process itself, shared among torchrun's processes on this node.
+    One worker decodes ~240 ImageNet-sized JPEGs/s at 224 px (bench/RESULTS_streamed.md), so
+    a GPU needs many; past 16 a worker's memory costs more than its images are worth."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_DEFAULT_WORKERS, per_process - 1))
+
+
+DEFAULT_WORKERS = default_workers()
 DEFAULT_DECREASING_LR = "91,136"  # the published milestones, made for the default 182 epochs
 
 
@@ -42,7 +59,8 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
                               "images (default: 224)")
     general.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
                          help="DataLoader workers decoding streamed images; 0 decodes in the main process; "
-                              "results do not depend on it (default: min(4, CPU cores))")
+                              "results do not depend on it (default: the usable CPU cores less one, at most "
+                              f"{MAX_DEFAULT_WORKERS}, divided among torchrun's processes on the node)")
     general.add_argument("--seed", type=int, default=None, metavar="N",
                          help="random seed; 0 is a seed (default: unseeded)")
     general.add_argument("--save_dir", type=str, default=None, metavar="DIR",
@@ -71,14 +89,17 @@ def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_fi
     runtime = parser.add_argument_group("runtime (new in this implementation)")
     runtime.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="auto: CUDA device --gpu when present, else CPU (default: auto)")
-    runtime.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                         help="fp32, or bf16 autocast for the forward pass (default: fp32)")
+    runtime.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                         help="fp32 (true fp32: TF32 off on CUDA), tf32 (fp32 with TF32 matmuls and "
+                              "convolutions on Ampere and newer GPUs), or bf16 autocast for the forward "
+                              "pass (default: fp32)")
     runtime.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
                          help="channels-last memory format; auto: on with bf16 (default: auto)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     runtime.add_argument("--eval_batch_size", type=int, default=None, metavar="N",
                          help="batch size for evaluation and predictions (default: 1000 on CUDA, 128 on "
-                              "the CPU, where larger batches fall out of cache and run slower)")
+                              "the CPU, where larger batches fall out of cache and run slower; both for "
+                              "32 px images, scaled down by the pixel count for larger ones)")
     runtime.add_argument("--no_progress", action="store_true",
                          help="no progress bar (it is also off when stderr is not a terminal)")
     runtime.add_argument("--trust_checkpoints", action="store_true",

@@ -43,8 +43,13 @@ def init_from_env(use_cuda: bool) -> None:
     if not launched() or dist.is_initialized():
         return
     if use_cuda:
-        torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # Bound to this rank's GPU: NCCL then connects eagerly to the right device, and no
+        # collective (barrier included) guesses the device from the rank number.
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl", device_id=device)
+    else:
+        dist.init_process_group(backend="gloo")
 
 
 def close() -> None:
@@ -54,7 +59,10 @@ def close() -> None:
 
 def barrier() -> None:
     if world() > 1:
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[local_rank()])
+        else:
+            dist.barrier()
 
 
 def shard(count: int, part: Optional[int] = None, parts: Optional[int] = None) -> slice:

@@ -27,17 +27,29 @@ from dataset import Data, load_data, load_index_file
 from models import build_model
 from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
                   next_training_set, pruning_aware_examples, scaled_schedule)
-from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, train_epoch
+from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, set_float32_math, train_epoch
 from utils import (EPOCH_FIELDS, LAYER_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE,
-                   STREAM_SELECT, STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_write, claim_save_dir,
-                   derived_seed, describe_device, fresh_seed, load_checkpoint, make_generator, plot_curves,
-                   plot_layers, save_checkpoint, save_run_info, select_device, setup_logging)
+                   STREAM_SELECT, STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_copy, atomic_write,
+                   claim_save_dir, derived_seed, describe_device, fresh_seed, load_checkpoint, make_generator,
+                   plot_curves, plot_layers, save_checkpoint, save_run_info, select_device, setup_logging)
 
-# Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates ~8x faster in batches of 128
-# than of 1000, whose activations fall out of cache; a GPU wants large batches.
+# Evaluation batches at 32 px. Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates
+# ~8x faster in batches of 128 than of 1000, whose activations fall out of cache; a GPU wants
+# large batches. Larger images get proportionally fewer per batch (default_eval_batch_size).
 CPU_EVAL_BATCH, CUDA_EVAL_BATCH = 128, 1000
+EVAL_BATCH_REFERENCE_SIZE = 32  # px: the image side the two batch sizes above are for
+MIN_EVAL_BATCH = 8
 IMP_SCRIPT, PRAC_SCRIPT, RETRAIN_SCRIPT = "main_imp.py", "main_PrAC_imp.py", "main_train.py"
 EpochCheck = Tuple[Optional[float], bool, Optional[float]]  # (Early-Bird distance, stop, its seconds)
+
+
+def default_eval_batch_size(device: torch.device, image_size: int) -> int:
+    """The evaluation batch when --eval_batch_size is not given: the batch above for 32 px
+    images, scaled by the pixel count, so a batch holds as many activations at any image size
+    (1000 images of 224 px would hold ~25 GB in VGG-16's first two layers; 20 hold 0.5 GB)."""
+    base = CUDA_EVAL_BATCH if device.type == "cuda" else CPU_EVAL_BATCH
+    scaled = base * EVAL_BATCH_REFERENCE_SIZE ** 2 // max(image_size, 1) ** 2
+    return max(MIN_EVAL_BATCH, min(base, scaled))
 
 
 def shared_fresh_seed() -> int:
@@ -89,6 +101,7 @@ class Session:
             # let cuDNN pick the fastest kernels for the fixed batch shapes.
             torch.backends.cudnn.deterministic = config.seed is not None
             torch.backends.cudnn.benchmark = config.seed is None
+        set_float32_math(config.precision)
         if config.compile and self.device.type != "cuda":
             LOG.info("--compile is used on CUDA only; running eagerly on the CPU")
         self.data: Data = load_data(config.dataset, config.data, config.split_file, mode=config.data_mode,
@@ -98,7 +111,7 @@ class Session:
         self.val_indices = torch.as_tensor(self.data.val_indices, device=self.device)
         eval_batch_size = config.eval_batch_size
         if eval_batch_size is None:
-            eval_batch_size = CUDA_EVAL_BATCH if self.device.type == "cuda" else CPU_EVAL_BATCH
+            eval_batch_size = default_eval_batch_size(self.device, self.data.info.image_size)
         self.settings = LoopSettings(batch_size=config.batch_size, eval_batch_size=eval_batch_size,
                                      precision=config.precision, channels_last=config.use_channels_last,
                                      print_freq=config.print_freq,
@@ -168,8 +181,13 @@ class Session:
         (built per round, as pruning replaces the parameters); evaluation uses the plain
         model, whose ranks run different numbers of batches."""
         if train and distributed.world() > 1:
+            # broadcast_buffers=False: DDP would otherwise send every buffer, the pruning masks
+            # included, before every forward (ResNet-18: ~43 MiB a step). Masks change only
+            # between rounds (DDP is built per round and syncs them then); batch-norm running
+            # statistics are rank 0's after train_round's sync_buffers at the end of each epoch,
+            # exactly as with the per-step broadcast, and training mode never reads them.
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None)
+                                            else None, broadcast_buffers=False)
         if self.config.compile and self.device.type == "cuda":
             return torch.compile(model)  # type: ignore[return-value]
         return model
@@ -207,12 +225,18 @@ def save_run(session: Session, model: nn.Module, optimizer: torch.optim.Optimize
 
     The order matters: a run killed between the two resumes from the previous checkpoint
     and redoes this epoch, so the best file can never be older than the checkpoint says.
+    The contents are serialised once: on a best epoch the checkpoint is a copy of the best
+    file's bytes (one device-to-host copy and one pickling while the GPU waits, not two).
     """
     if distributed.is_main():
         contents = codec.encode(run, model, optimizer, scheduler, session.identity, session.script)
+        checkpoint_path = session.paths.checkpoint(session.tag(run))
         if is_best:
-            save_checkpoint(contents, session.paths.best(session.tag(run)))
-        save_checkpoint(contents, session.paths.checkpoint(session.tag(run)))
+            best_path = session.paths.best(session.tag(run))
+            save_checkpoint(contents, best_path)
+            atomic_copy(best_path, checkpoint_path)
+        else:
+            save_checkpoint(contents, checkpoint_path)
     # The other ranks read the best files (pruning-aware predictions, pt rewinding) later.
     distributed.barrier()
 

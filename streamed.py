@@ -26,6 +26,7 @@ CROP_TRIES = 10
 EVAL_SEED = -1                 # the epoch seed that asks for the evaluation transform
 PREFETCH_BATCHES = 4           # batches each worker decodes ahead
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CPU = torch.device("cpu")
 
 Item = Tuple[int, int]  # (dataset index, epoch seed or EVAL_SEED)
 
@@ -118,7 +119,7 @@ class StreamedImageSet:
     """Image files with their labels; batches are decoded by ``workers`` DataLoader workers."""
 
     def __init__(self, paths: Sequence[str], labels: torch.Tensor, image_size: int, workers: int,
-                 device: torch.device = torch.device("cpu")):
+                 device: torch.device = CPU):
         self.paths = list(paths)
         self.labels = labels
         self.image_size = image_size

@@ -17,6 +17,10 @@ from streamed import StreamedImageSet
 from utils import LOG
 
 SEED_BOUND = 2 ** 62
+# --precision: fp32 is IEEE fp32 everywhere; tf32 lets CUDA matmuls and cuDNN convolutions
+# round their inputs to TF32 (Ampere and newer; torch's default for convolutions); bf16
+# autocasts the forward pass.
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 # (dataset indices of the batch, its logits, its targets), called after each training step
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -56,6 +60,15 @@ def warmup_lr(base_lr: float, epoch: int, step: int, steps_per_epoch: int, warmu
     """Linear warm-up per step (``step`` counts from 1), as the published scripts do it."""
     progress = (epoch * steps_per_epoch + step) / (warmup_epochs * steps_per_epoch)
     return min(base_lr * progress, base_lr)
+
+
+def set_float32_math(precision: str) -> None:
+    """Sets torch's process-wide TF32 switches for ``precision``: off for fp32 (torch leaves
+    them on for cuDNN convolutions, so its "fp32" convolutions are TF32 on Ampere and newer),
+    on for tf32; bf16 keeps the fp32 parts of its autocast in IEEE fp32. No effect on the CPU."""
+    allow = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

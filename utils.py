@@ -10,12 +10,15 @@ import json
 import logging
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -29,9 +32,25 @@ class UserError(Exception):
     """A problem with the user's input; reported as one line, never as a traceback."""
 
 
+# torch 2.5 brought torch.serialization.safe_globals, which load_checkpoint needs: on older
+# versions every checkpoint load would fail (and read as a corrupt file).
+MIN_TORCH = (2, 5)
+
+
+def check_torch_version(version: Optional[str] = None) -> None:
+    """One UserError when torch (or ``version``, e.g. "2.4.1+cu121") is older than MIN_TORCH."""
+    version = torch.__version__ if version is None else version
+    found = re.match(r"(\d+)\.(\d+)", str(version))
+    if found is None or (int(found.group(1)), int(found.group(2))) < MIN_TORCH:
+        wanted = ".".join(map(str, MIN_TORCH))
+        raise UserError(f"torch {version} is too old: this code needs torch>={wanted} "
+                        f"(pip install 'torch>={wanted}' with a matching torchvision)")
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any]) -> None:
     """Runs a script's main and turns a UserError into one clear line and exit code 2."""
     try:
+        check_torch_version()
         main(None)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -237,7 +256,9 @@ def current_umask() -> int:
 
 def _write_error(path: str, error: OSError) -> UserError:
     reason = error.strerror or str(error) or type(error).__name__
-    return UserError(f"cannot write {path}: {reason} (errno {error.errno}); "
+    advice = ("; free space on that disk, or pick a --save_dir on another, and rerun with --resume"
+              if error.errno == errno.ENOSPC else "")
+    return UserError(f"cannot write {path}: {reason} (errno {error.errno}){advice}; "
                      "the previous version of the file, if any, is intact")
 
 
@@ -411,8 +432,40 @@ def _read_holder(fd: int) -> str:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+# After a torch.save that stopped short, less room than this left on its disk means it is full.
+FULL_DISK_BYTES = 1 << 20
+
+
 def save_checkpoint(obj: Any, path: str) -> None:
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+    """torch.save through :func:`atomic_write`. torch reports a failed write of its zip
+    container as a RuntimeError ("unexpected pos"), not the OSError beneath it; it is turned
+    back into that OSError (ENOSPC when the disk is full), so it too is one line."""
+    def write(handle: Any) -> None:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:
+            raise _failed_write(handle, error) from None
+
+    atomic_write(path, write)
+
+
+def _failed_write(handle: Any, error: RuntimeError) -> OSError:
+    """The OSError behind a RuntimeError of torch.save: ENOSPC when the file's disk has no
+    room left (what a write that stops short on a full disk means), else EIO with torch's
+    first line."""
+    try:
+        handle.flush()  # surfaces the OSError of a buffered write, if any
+    except OSError as cause:
+        return cause
+    try:
+        disk = os.fstatvfs(handle.fileno())
+        full = disk.f_bavail * disk.f_frsize < FULL_DISK_BYTES
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return OSError(errno.EIO, f"{os.strerror(errno.EIO)} ({first_line[:160]})")
 
 
 def atomic_copy(source: str, target: str) -> None:
@@ -443,10 +496,13 @@ def load_checkpoint(path: str, what: str = "checkpoint", trust: bool = False) ->
     try:
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False)
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            # A raw pickle (not torch.save's zip) of a newer protocol makes torch warn before it
+            # fails; the failure below is the one line the user sees.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        refused = refused_by_safe_loader(str(error))
+        refused = _refused_raw_global(path) or refused_by_safe_loader(str(error))
         if refused is not None:
             raise UserError(f"{what} {path} carries code or objects that the safe loader refuses "
                             f"({refused}); it was not loaded. Only if you trust the file and its "
@@ -474,6 +530,36 @@ def refused_by_safe_loader(message: str) -> Optional[str]:
             if marker in line:
                 return line.strip().replace("WeightsUnpickler error: ", "")[:160]
     return None
+
+
+def _refused_raw_global(path: str) -> Optional[str]:
+    """For a raw pickle (not torch.save's zip format), which the weights-only unpickler may
+    fail on before it names what it refuses: the globals the file asks for that the safe
+    loader does not allow ("global posix.system"), read opcode by opcode without running
+    anything. None for a zip file, one asking only for allowed globals, or unreadable bytes."""
+    if zipfile.is_zipfile(path):
+        return None
+    allowed = set(torch._weights_only_unpickler._get_allowed_globals())
+    allowed |= {f"{g.__module__}.{g.__qualname__}" for g in _numpy_safe_globals()}
+    refused: List[str] = []
+    strings: List[str] = []
+    try:
+        with open(path, "rb") as handle:
+            while handle.peek(1):  # torch's legacy format is several pickles in a row
+                for opcode, argument, _ in pickletools.genops(handle):
+                    if isinstance(argument, str):
+                        strings = [*strings[-1:], argument]
+                    name = (argument.replace(" ", ".") if opcode.name in ("GLOBAL", "INST") else
+                            ".".join(strings) if opcode.name == "STACK_GLOBAL" and len(strings) == 2 else None)
+                    if name is not None and name not in allowed and name not in refused:
+                        refused.append(name)
+                    if opcode.name == "STOP":
+                        break
+                else:
+                    break
+    except (OSError, ValueError, pickle.UnpicklingError):
+        return None
+    return f"global{'s' if len(refused) > 1 else ''} {', '.join(refused[:4])}" if refused else None
 
 
 def _corrupt(path: str, what: str, error: BaseException) -> UserError:

@@ -20,7 +20,8 @@ One run builds one synthetic CIFAR-shaped data set in memory (``--n`` uint8 imag
 
 Training and data-path rows time ``--steps`` batches per repeat (after an untimed
 warm-up) and extrapolate to a 45,000-image epoch; ``--steps 0`` (the default on CUDA)
-times whole epochs over the ``--n`` images instead. Every measurement is repeated
+times whole epochs over the ``--n`` images instead, for our paths (the published ones,
+CPU-bound, still time 20 batches). Every measurement is repeated
 ``--repeats`` times; the tables give the median and the min-max spread. On CUDA every
 timing synchronises the device first and is read from CUDA events.
 
@@ -60,9 +61,9 @@ import prac  # noqa: E402
 import pruner  # noqa: E402
 from dataset import ImageSet, random_crop_flip, to_model_input  # noqa: E402
 from models import build_model  # noqa: E402
-from training import LoopSettings, evaluate, make_optimizer, train_epoch  # noqa: E402
-from runners import CPU_EVAL_BATCH, CUDA_EVAL_BATCH  # noqa: E402
-from utils import UserError, select_device  # noqa: E402
+from runners import default_eval_batch_size  # noqa: E402
+from training import LoopSettings, evaluate, make_optimizer, set_float32_math, train_epoch  # noqa: E402
+from utils import UserError, check_torch_version, select_device  # noqa: E402
 
 EPOCH_IMAGES = 45_000  # CIFAR's train_number: every "per epoch" figure is for this many images
 ARCH = "res20s"
@@ -113,6 +114,13 @@ class BenchConfig:
         return min(self.steps, epoch) if self.steps > 0 else epoch
 
     @property
+    def published_batches_per_trial(self) -> int:
+        """Batches of the published paths (a) and (b): ``steps``, or with ``steps`` 0 as many
+        as a full CPU run times. Their cost per batch is CPU work that does not change along
+        an epoch, so a whole epoch of them would only spend minutes of GPU time to wait."""
+        return min(self.steps or FULL_SIZES["steps"], math.ceil(self.n / self.batch_size))
+
+    @property
     def images_per_trial(self) -> int:
         return min(self.batches_per_trial * self.batch_size, self.n)
 
@@ -134,8 +142,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "0 times whole epochs over the --n images")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--eval_batch_size", type=int, default=None,
-                        help="batch size of the evaluation rows (default: the scripts' default, "
-                             f"{CUDA_EVAL_BATCH} on CUDA, {CPU_EVAL_BATCH} on the CPU)")
+                        help="batch size of the evaluation rows (default: the scripts' default for "
+                             f"{IMAGE_SIZE} px images on the device)")
     parser.add_argument("--repeats", type=int, help=f"repeats per measurement (default {FULL_SIZES['repeats']})")
     parser.add_argument("--eval_n", type=int, help=f"evaluation images (default {FULL_SIZES['eval_n']})")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of path (b) (default 2)")
@@ -158,6 +166,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def resolve_config(args: argparse.Namespace) -> BenchConfig:
     """Picks the device, fills unset sizes from the quick or full defaults and checks them."""
     try:
+        check_torch_version()
         device = select_device(args.device, gpu=0)
     except UserError as error:
         raise SystemExit(f"error: {error}") from None
@@ -166,7 +175,7 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
         sizes["steps"] = FULL_STEPS_CUDA
     pick = {key: default if getattr(args, key) is None else getattr(args, key) for key, default in sizes.items()}
     if args.eval_batch_size is None:
-        args.eval_batch_size = CUDA_EVAL_BATCH if device.type == "cuda" else CPU_EVAL_BATCH
+        args.eval_batch_size = default_eval_batch_size(device, IMAGE_SIZE)
     if args.batch_size < 1 or args.eval_batch_size < 1 or pick["n"] < args.batch_size:
         raise SystemExit(f"--batch_size and --eval_batch_size must be >= 1 and --n ({pick['n']}) "
                          f"at least --batch_size ({args.batch_size})")
@@ -447,7 +456,7 @@ def path_a_published_train(bench: Bench) -> Workload:
             images_seen += len(batch_indices)
         return images_seen
 
-    return Workload(trial=lambda: run(config.batches_per_trial), warmup=lambda: run(1))
+    return Workload(trial=lambda: run(config.published_batches_per_trial), warmup=lambda: run(1))
 
 
 def path_b_dataloader_train(bench: Bench) -> Workload:
@@ -462,7 +471,7 @@ def path_b_dataloader_train(bench: Bench) -> Workload:
     cuda = device.type == "cuda"
     dataset = WithIndex(published_dataset(bench))
     warmup_batches = config.workers * LOADER_PREFETCH_FACTOR + 1
-    batches_needed = warmup_batches + config.repeats * config.batches_per_trial
+    batches_needed = warmup_batches + config.repeats * config.published_batches_per_trial
     sampler = RandomSampler(dataset, num_samples=batches_needed * config.batch_size,
                             generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
@@ -489,7 +498,8 @@ def path_b_dataloader_train(bench: Bench) -> Workload:
         nonlocal stream
         stream = None  # the last reference to the loader's iterator: its workers stop here
 
-    return Workload(trial=lambda: run(config.batches_per_trial), warmup=lambda: run(warmup_batches), close=close)
+    return Workload(trial=lambda: run(config.published_batches_per_trial), warmup=lambda: run(warmup_batches),
+                    close=close)
 
 
 def path_a_published_data(bench: Bench) -> Workload:
@@ -505,7 +515,7 @@ def path_a_published_data(bench: Bench) -> Workload:
             images_seen += int(images.shape[0])
         return images_seen
 
-    return Workload(trial=lambda: run(config.batches_per_trial), warmup=lambda: run(1))
+    return Workload(trial=lambda: run(config.published_batches_per_trial), warmup=lambda: run(1))
 
 
 # ============================================================================ our path
@@ -532,6 +542,7 @@ def path_c_ours_train(bench: Bench, precision: str, channels_last: bool) -> Work
     statistics = prac.RoundStatistics.empty(1, config.n, device)
 
     def run(count: int) -> int:
+        set_float32_math(precision)
         indices = trial_indices(bench, count, generator)
         stats = train_epoch(runnable, optimizer, bench.train, indices, generator, settings,
                             crop_padding=CROP_PADDING, on_batch=statistics.batch_hook(0))
@@ -566,6 +577,7 @@ def path_ours_eval(bench: Bench, precision: str, channels_last: bool) -> Workloa
     warm_set = ImageSet(bench.test.images[:warm], bench.test.labels[:warm])
 
     def run(data: ImageSet) -> int:
+        set_float32_math(precision)
         evaluate(runnable, data, settings)
         return len(data)
 
@@ -670,6 +682,7 @@ class Results:
 def run_all(bench: Bench) -> Results:
     clock, repeats = bench.clock, bench.config.repeats
     print(f"timing on {device_name(bench.device)}, {torch.get_num_threads()} threads", file=sys.stderr)
+    set_float32_math("fp32")  # the published paths too: fp32 is IEEE fp32 (TF32 off) in every row
     return Results(
         train_a=measure("(a) published train", path_a_published_train(bench), clock, repeats),
         train_b=measure("(b) DataLoader train", path_b_dataloader_train(bench), clock, repeats),
@@ -727,8 +740,11 @@ def render(bench: Bench, results: Results) -> str:
         f"- repeats: {config.repeats} per row (median, spread = min–max), after an untimed warm-up",
         f"- model: ResNet-20s, {NUM_CLASSES} classes; data: {config.n} synthetic uint8 3x32x32 images, "
         f"random labels, in memory; eval on {config.eval_n} images; torch.compile: {compile_note}",
+        "- fp32 rows are IEEE fp32 (TF32 off for matmuls and cuDNN convolutions, as --precision fp32)",
         f"- training and data rows time {timed} per repeat"
-        + (f" and extrapolate to a {EPOCH_IMAGES:,}-image epoch" if config.extrapolated else ""),
+        + (f" and extrapolate to a {EPOCH_IMAGES:,}-image epoch" if config.extrapolated else "")
+        + (f"; the published paths (a), (b) time {config.published_batches_per_trial} batches and extrapolate"
+           if config.published_batches_per_trial != config.batches_per_trial else ""),
         "",
         f"| Path | images/s | spread | s per {EPOCH_IMAGES // 1000}k-image epoch{extrapolated} | vs (a) |",
         "|---|---:|---:|---:|---:|",
@@ -791,16 +807,43 @@ def write_jpeg_tree(root: str, n: int, seed: int) -> str:
     return root
 
 
-def streamed_data_path(train: object, count: int, batch_size: int, generator: torch.Generator,
-                       device: torch.device) -> int:
+def device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A seeded generator on ``device``: a random op takes the generator of its tensors'
+    device, so a CPU generator crashes every draw the loop makes on CUDA."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def streamed_data_workload(train: object, count: int, seed: int) -> Workload:
     """One pass of ``count`` random indices through the loop's batch seam, ending with float
     batches on the device (as ``train_epoch`` feeds the model)."""
     from training import _train_batches  # the seam itself, so both paths are timed as trained
 
-    order = torch.randperm(len(train), generator=generator)[:count].to(device)
-    for _, images in _train_batches(train, order, batch_size, generator, max(1, images_side(train) // 8)):
-        to_model_input(images, False)
-    return count
+    generator = device_generator(train.device, seed)
+    padding = max(1, images_side(train) // 8)
+
+    def run(images: int) -> int:
+        order = torch.randperm(len(train), generator=generator, device=train.device)[:images]
+        for _, batch in _train_batches(train, order, STREAM_BATCH, generator, padding):
+            to_model_input(batch, False)
+        return images
+
+    return Workload(trial=lambda: run(count), warmup=lambda: run(min(count, STREAM_BATCH)))
+
+
+def streamed_train_workload(train: object, count: int, seed: int) -> Workload:
+    """``train_epoch`` with ResNet-18 over ``count`` random indices of ``train``."""
+    torch.manual_seed(seed)
+    model = build_model(STREAM_ARCH, STREAM_CLASSES).to(train.device)
+    optimizer = new_optimizer(model)
+    settings = LoopSettings(batch_size=STREAM_BATCH, eval_batch_size=STREAM_BATCH, print_freq=10 ** 9,
+                            progress=False)
+    generator = device_generator(train.device, seed)
+
+    def run(images: int) -> int:
+        indices = torch.randperm(len(train), generator=generator, device=train.device)[:images]
+        return train_epoch(model, optimizer, train, indices, generator, settings).examples
+
+    return Workload(trial=lambda: run(count), warmup=lambda: run(min(count, STREAM_BATCH)))
 
 
 def images_side(train: object) -> int:
@@ -814,6 +857,8 @@ def run_streamed(config: BenchConfig, stream_n: int, size: int, train_steps: int
 
     rows = []
     clock = Clock(config.device)
+    count = min(train_steps * STREAM_BATCH, stream_n)
+    set_float32_math("fp32")
     with tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
         write_jpeg_tree(root, stream_n, config.seed)
@@ -825,26 +870,10 @@ def run_streamed(config: BenchConfig, stream_n: int, size: int, train_steps: int
             kinds.append((f"streamed, {workers} workers (decode + resized crop + flip per example)",
                           data.to(config.device).train))
         for label, train in kinds:
-            generator = torch.Generator().manual_seed(config.seed)
-            workload = Workload(trial=lambda t=train: streamed_data_path(t, stream_n, STREAM_BATCH, generator,
-                                                                         config.device),
-                                warmup=lambda t=train: streamed_data_path(t, STREAM_BATCH, STREAM_BATCH,
-                                                                          generator, config.device))
+            workload = streamed_data_workload(train, stream_n, config.seed)
             rows.append((f"data path alone, {label}", measure(label, workload, clock, config.repeats)))
         for label, train in kinds:
-            torch.manual_seed(config.seed)
-            model = build_model(STREAM_ARCH, STREAM_CLASSES).to(config.device)
-            optimizer = new_optimizer(model)
-            settings = LoopSettings(batch_size=STREAM_BATCH, eval_batch_size=STREAM_BATCH, print_freq=10 ** 9,
-                                    progress=False)
-            generator = torch.Generator().manual_seed(config.seed)
-            count = min(train_steps * STREAM_BATCH, stream_n)
-
-            def run(images: int, t: object = train, m: nn.Module = model, o: object = optimizer) -> int:
-                indices = torch.randperm(len(t), generator=generator)[:images].to(config.device)
-                return train_epoch(m, o, t, indices, generator, settings).examples
-
-            workload = Workload(trial=lambda r=run: r(count), warmup=lambda r=run: r(STREAM_BATCH))
+            workload = streamed_train_workload(train, count, config.seed)
             rows.append((f"train_epoch, ResNet-18, {label}", measure(label, workload, clock, config.repeats)))
     lines = [
         f"# Streamed JPEGs vs in-memory images{' (quick mode)' if config.quick else ''}",
@@ -857,7 +886,7 @@ def run_streamed(config: BenchConfig, stream_n: int, size: int, train_steps: int
         f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); DataLoader workers use one each",
         f"- data: {stream_n} JPEG files of {STREAM_JPEG[0]}x{STREAM_JPEG[1]} (quality 90) in an ImageFolder, "
         f"images of {size}x{size}, batches of {STREAM_BATCH}; {config.repeats} repeats (median, min–max)",
-        f"- data rows pass all {stream_n} images; train rows {min(train_steps * STREAM_BATCH, stream_n)} "
+        f"- data rows pass all {stream_n} images; train rows {count} "
         f"({STREAM_ARCH}, {STREAM_CLASSES} classes, fp32)",
         "",
         "| Path | images/s | spread | vs in memory |",
@@ -868,8 +897,7 @@ def run_streamed(config: BenchConfig, stream_n: int, size: int, train_steps: int
         base = bases["data" if label.startswith("data") else "train"]
         lines.append(f"| {label} | {m.median_rate:,.1f} | {_spread(m.rates, ',.1f')} | "
                      f"{m.median_rate / base.median_rate:.2f}x |")
-    lines += ["", "The record gather across ranks is not measured: distributed training is not implemented yet.",
-              ""]
+    lines += ["", "The record gather across ranks is measured apart, by bench/bench_gather.py under torchrun.", ""]
     return "\n".join(lines)
 
 

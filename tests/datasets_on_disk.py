@@ -89,7 +89,8 @@ def write_tiny_imagenet(root: str, classes: int = 4, per_class: int = 10, n_val:
         for j in range(n_val):
             index = classes * per_class + j
             name = f"val_{j}.JPEG"
-            Image.fromarray(images[index].transpose(1, 2, 0)).save(os.path.join(base, "val", "images", name), quality=95)
+            Image.fromarray(images[index].transpose(1, 2, 0)).save(os.path.join(base, "val", "images", name),
+                                                                   quality=95)
             handle.write(f"{name}\t{wnids[labels[index]]}\t0\t0\t63\t63\n")
     with open(os.path.join(base, "wnids.txt"), "w") as handle:
         handle.write("\n".join(wnids) + "\n")

@@ -1,10 +1,18 @@
-"""bench/bench.py runs end to end in quick mode on a tiny size and writes its report."""
+"""bench/bench.py runs end to end in quick mode on a tiny size and writes its report; its
+streamed rows keep every generator on the data's device (checked on fake CUDA tensors)."""
+import functools
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import torch
+
+import training
+from bench import bench as bench_script
+from dataset import ImageSet
+from tests.fake_cuda import StopStep, fake_cuda, real, stop_after_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,3 +69,19 @@ def test_record_gather_bench_runs_under_torchrun() -> None:
     lines = [line for line in result.stdout.splitlines() if line.startswith("record gather")]
     assert len(lines) == 1, result.stdout  # rank 0 alone reports
     assert "2 processes" in lines[0] and "1,000 examples + EL2N" in lines[0] and "% of a 10.0 s" in lines[0]
+
+
+def test_streamed_rows_draw_from_generators_on_the_data_device(monkeypatch: Any) -> None:
+    """The rows of --streamed on (fake) CUDA: the data path and one train_epoch step over the
+    in-memory set, whose augmentation and permutations draw from the generators."""
+    build = bench_script.build_model
+    monkeypatch.setattr(bench_script, "build_model", lambda *args: real(lambda: build(*args)))
+    monkeypatch.setattr(bench_script, "train_epoch", functools.partial(training.train_epoch,
+                                                                       on_batch=stop_after_step))
+    with fake_cuda(monkeypatch) as cuda:
+        size = 32
+        train = ImageSet(torch.zeros(40, 3, size, size, dtype=torch.uint8, device=cuda),
+                         torch.zeros(40, dtype=torch.int64, device=cuda))
+        assert bench_script.streamed_data_workload(train, 40, seed=0).trial() == 40
+        with pytest.raises(StopStep):
+            bench_script.streamed_train_workload(train, 40, seed=0).trial()

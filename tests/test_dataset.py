@@ -399,7 +399,10 @@ def decode(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
 
 
-def tiny_files(root: str) -> Tuple[Dict[str, int], Dict[str, Tuple[np.ndarray, int]], Dict[str, Tuple[np.ndarray, int]]]:
+Files = Dict[str, Tuple[np.ndarray, int]]
+
+
+def tiny_files(root: str) -> Tuple[Dict[str, int], Files, Files]:
     """class index per wnid (sorted wnids), and {file: (pixels, label)} for train and val."""
     base = os.path.join(root, "tiny-imagenet-200")
     wnids = sorted(os.listdir(os.path.join(base, "train")))
@@ -606,10 +609,10 @@ def reference_crop(images: torch.Tensor, padding: int, row: int, col: int, flip:
 
 
 @pytest.mark.parametrize("padding, size", [(4, 12), (2, 7)])
-def test_random_crop_flip_is_uniform_and_exact(padding: int, size: int) -> None:
+def test_random_crop_flip_is_uniform_and_exact(padding: int, size: int, device: torch.device) -> None:
     draws = 20000
-    images = coded_images(draws, size, seed=1)
-    gen = torch.Generator().manual_seed(123)
+    images = coded_images(draws, size, seed=1).to(device)
+    gen = torch.Generator(device=device).manual_seed(123)
     crops = dataset.random_crop_flip(images, padding, gen)
     assert crops.shape == images.shape and crops.dtype == torch.uint8
 
@@ -644,28 +647,28 @@ def test_random_crop_flip_is_uniform_and_exact(padding: int, size: int) -> None:
         assert float((freq - 1 / span).abs().max()) < 5 * sd
 
 
-def test_random_crop_flip_is_independent_per_image() -> None:
-    images = coded_images(4000, 12, seed=2)
-    crops = dataset.random_crop_flip(images, 4, torch.Generator().manual_seed(0))
+def test_random_crop_flip_is_independent_per_image(device: torch.device) -> None:
+    images = coded_images(4000, 12, seed=2).to(device)
+    crops = dataset.random_crop_flip(images, 4, torch.Generator(device=device).manual_seed(0))
     rows, cols, flips = crop_parameters(crops, 4)
     # row and column offsets are not tied together and flips do not depend on the offset
     assert float((rows == cols).double().mean()) < 0.2
     assert abs(float(flips[rows < 4].double().mean()) - float(flips[rows >= 4].double().mean())) < 0.06
 
 
-def test_random_crop_flip_is_reproducible_with_a_seeded_generator() -> None:
-    images = coded_images(64, 32, seed=3)[:, :3].contiguous()
-    a = dataset.random_crop_flip(images, 4, torch.Generator().manual_seed(7))
-    b = dataset.random_crop_flip(images, 4, torch.Generator().manual_seed(7))
-    c = dataset.random_crop_flip(images, 4, torch.Generator().manual_seed(8))
+def test_random_crop_flip_is_reproducible_with_a_seeded_generator(device: torch.device) -> None:
+    images = coded_images(64, 32, seed=3)[:, :3].contiguous().to(device)
+    a = dataset.random_crop_flip(images, 4, torch.Generator(device=device).manual_seed(7))
+    b = dataset.random_crop_flip(images, 4, torch.Generator(device=device).manual_seed(7))
+    c = dataset.random_crop_flip(images, 4, torch.Generator(device=device).manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert a.shape == (64, 3, 32, 32)
 
 
-def test_random_crop_flip_grey_images() -> None:
-    images = coded_images(16, 28, seed=4)[:, :1].contiguous()
-    crops = dataset.random_crop_flip(images, 4, torch.Generator().manual_seed(0))
+def test_random_crop_flip_grey_images(device: torch.device) -> None:
+    images = coded_images(16, 28, seed=4)[:, :1].contiguous().to(device)
+    crops = dataset.random_crop_flip(images, 4, torch.Generator(device=device).manual_seed(0))
     assert crops.shape == (16, 1, 28, 28) and crops.dtype == torch.uint8
 
 
@@ -695,13 +698,13 @@ def test_to_model_input_repeats_grey_to_three_channels() -> None:
         assert torch.allclose(x[:, c], images[:, 0].float() / 255)
 
 
-def test_augmented_batch_feeds_a_model(cifar10_dir: str) -> None:
+def test_augmented_batch_feeds_a_model(cifar10_dir: str, device: torch.device) -> None:
     from models import build_model
-    data = dataset.load_data("cifar10", cifar10_dir, download=False)
-    batch = data.train.images[torch.as_tensor(data.train_indices[:8])]
-    crops = dataset.random_crop_flip(batch, data.info.crop_padding, torch.Generator().manual_seed(0))
+    data = dataset.load_data("cifar10", cifar10_dir, download=False).to(device)
+    batch = data.train.images[torch.as_tensor(data.train_indices[:8], device=device)]
+    crops = dataset.random_crop_flip(batch, data.info.crop_padding, torch.Generator(device=device).manual_seed(0))
     x = dataset.to_model_input(crops, True)
-    model = build_model("res20s", data.info.num_classes, data.info.mean, data.info.std).eval()
+    model = build_model("res20s", data.info.num_classes, data.info.mean, data.info.std).to(device).eval()
     with torch.no_grad():
         assert model(x).shape == (8, 10)
 
@@ -716,9 +719,10 @@ def test_dataset_statistics_match_spec() -> None:
     assert infos["tiny-imagenet"].std == pytest.approx((0.2302, 0.2265, 0.2262))
     assert infos["fashionmnist"].mean == pytest.approx((0.2860,) * 3)
     assert infos["fashionmnist"].std == pytest.approx((0.3530,) * 3)
-    assert [infos[n].num_classes for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")] == [10, 100, 200, 10]
-    assert [infos[n].image_size for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")] == [32, 32, 64, 28]
-    assert all(infos[n].crop_padding == 4 for n in ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist"))
+    names = ("cifar10", "cifar100", "tiny-imagenet", "fashionmnist")
+    assert [infos[n].num_classes for n in names] == [10, 100, 200, 10]
+    assert [infos[n].image_size for n in names] == [32, 32, 64, 28]
+    assert all(infos[n].crop_padding == 4 for n in names)
     # image trees: ImageNet's statistics and 224 px; a folder's classes come from its tree
     assert (infos["imagenet"].num_classes, infos["imagenet"].image_size) == (1000, 224)
     assert infos["folder"].mean == pytest.approx((0.485, 0.456, 0.406))

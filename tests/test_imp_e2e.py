@@ -201,7 +201,7 @@ def test_rewind_target(imp_run: Dict[str, Any]) -> None:
     assert_same_tensors(pruner.dense_state_dict(boundary["state_dict"]), target, "round-1 start")
     start = loaded_model(boundary["state_dict"])
     mask = pruner.extract_mask(boundary["state_dict"])
-    for key, value in start.state_dict().items():
+    for key in start.state_dict():
         if key.endswith(".weight_orig"):
             module = key[: -len(".weight_orig")]
             effective = dict(start.named_modules())[module].weight_orig * mask[module + ".weight_mask"]

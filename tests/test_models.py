@@ -151,7 +151,8 @@ def test_normalize_is_applied_in_forward() -> None:
     with torch.no_grad():
         out_a = a(x)
         out_b = b(x)
-        x_norm = (x - torch.tensor([0.3, 0.4, 0.5])[None, :, None, None]) / torch.tensor([0.2, 0.3, 0.4])[None, :, None, None]
+        mean, std = torch.tensor([0.3, 0.4, 0.5]), torch.tensor([0.2, 0.3, 0.4])
+        x_norm = (x - mean[None, :, None, None]) / std[None, :, None, None]
         out_b_norm = b(x_norm)
     assert not torch.allclose(out_a, out_b)
     assert torch.allclose(out_a, out_b_norm, atol=1e-5)

@@ -14,7 +14,9 @@ import pruner
 from dataset import load_data
 from models import build_model
 from prac import forgetting_events, select_by_forgetting
+from runners import default_eval_batch_size
 from tests.conftest import tiny_args
+from training import LoopSettings, predict
 from utils import UserError, load_checkpoint
 
 EPOCHS = 3
@@ -116,15 +118,18 @@ def test_checkpoint_sequence_and_records(prac_run: Dict[str, Any]) -> None:
 
 
 def test_next_set_is_forgetting_part_union_pruning_aware_part(prac_run: Dict[str, Any], cifar10_dir: str,
-                                                                shuffled_split: str) -> None:
+                                                                shuffled_split: str, device: torch.device) -> None:
+    """The predictions are recomputed as the run made them: on its device, in its evaluation
+    batches (the process's fp32 and cuDNN settings are still the run's), so a near tie
+    cannot flip between the run and this check."""
     save_dir, split = prac_run["save_dir"], prac_run["split"]
-    data = load_data("cifar10", cifar10_dir, shuffled_split, download=False)
-    train_images = data.train.images[torch.as_tensor(split[:TRAIN_NUMBER])].float() / 255
+    data = load_data("cifar10", cifar10_dir, shuffled_split, download=False).to(device)
+    train_positions = torch.as_tensor(split[:TRAIN_NUMBER], device=device)
+    settings = LoopSettings(batch_size=1, eval_batch_size=default_eval_batch_size(device, data.info.image_size))
 
     def predictions(path: str) -> np.ndarray:
-        model = loaded_model(load_checkpoint(path)["state_dict"])
-        with torch.no_grad():
-            return model(train_images).argmax(1).numpy()
+        model = loaded_model(load_checkpoint(path)["state_dict"]).to(device)
+        return predict(model, data.train, settings, train_positions).cpu().numpy()
 
     dense = predictions(os.path.join(save_dir, "0model_SA_best.pth.tar"))
     for k in range(ROUNDS - 1):

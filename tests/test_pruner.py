@@ -1,4 +1,6 @@
-"""Global magnitude pruning, masks, rewinding, random pruning and the Early-Bird rule."""
+"""Global magnitude pruning, masks, rewinding, random pruning and the Early-Bird rule; the
+models live on the session's device (``pytest --device``), built on the CPU first so their
+weights are the same on every device."""
 from typing import Dict, List, Optional, Tuple
 
 import pytest
@@ -9,13 +11,25 @@ from torch.nn.utils import prune
 
 import pruner
 from models import build_model
+from tests import conftest
 from utils import UserError
 
 
 # ----------------------------------------------------------------------------- helpers
 def make_model(seed: int = 0, arch: str = "res20s") -> nn.Module:
     torch.manual_seed(seed)
-    return build_model(arch, 10)
+    return build_model(arch, 10).to(conftest.DEVICE)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def forward_once(model: nn.Module) -> None:
+    """One eval-mode forward pass: recomputes a pruned module's ``.weight`` attribute."""
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 32, 32).to(device_of(model)))
 
 
 def convs(model: nn.Module) -> List[Tuple[str, nn.Conv2d]]:
@@ -30,15 +44,13 @@ def effective(conv: nn.Conv2d) -> torch.Tensor:
 
 def clone_model(model: nn.Module, arch: str = "res20s") -> nn.Module:
     """A copy of a (possibly pruned) model: pruned modules cannot be deep-copied."""
-    copy = build_model(arch, 10)
+    copy = build_model(arch, 10).to(device_of(model))
     mask = pruner.extract_mask(model.state_dict())
     if mask:
         pruner.apply_mask(copy, mask)
     copy.load_state_dict(model.state_dict())
     # a pruned module's .weight attribute is only recomputed by a forward pass
-    copy.eval()
-    with torch.no_grad():
-        copy(torch.zeros(1, 3, 32, 32))
+    forward_once(copy)
     copy.train()
     return copy
 
@@ -66,7 +78,7 @@ def perturb_surviving(model: nn.Module, seed: int) -> None:
     with torch.no_grad():
         for _, m in convs(model):
             target = m.weight_orig if hasattr(m, "weight_orig") else m.weight
-            target.add_(0.05 * torch.randn(target.shape, generator=gen))
+            target.add_(0.05 * torch.randn(target.shape, generator=gen).to(target.device))
 
 # ----------------------------------------------------------------------------- pruning
 def test_only_conv_weights_are_pruned() -> None:
@@ -142,9 +154,7 @@ def test_masks_are_nested_even_when_pruned_weights_grow() -> None:
 def test_pruned_weights_are_zero_in_forward() -> None:
     model = make_model(4)
     pruner.global_magnitude_prune(model, 0.5)
-    model.eval()
-    with torch.no_grad():
-        model(torch.rand(1, 3, 32, 32))
+    forward_once(model)
     for _, m in convs(model):
         assert bool((m.weight[m.weight_mask == 0] == 0).all())
 
@@ -183,9 +193,7 @@ def test_candidate_mask_equals_torch_global_unstructured() -> None:
     model = make_model(7)
     pruner.global_magnitude_prune(model, 0.2)
     perturb_surviving(model, seed=7)
-    model.eval()
-    with torch.no_grad():
-        model(torch.rand(1, 3, 32, 32))  # refresh .weight, as the published code relied on
+    forward_once(model)  # refresh .weight, as the published code relied on
     candidate = pruner.candidate_mask(model, 0.2)
 
     published = clone_model(model)
@@ -321,9 +329,7 @@ def test_rewind_sets_survivors_to_the_rewind_point_and_zeroes_the_rest() -> None
 
     pruner.rewind(model, rewind_point, mask)
     assert_same_mask(mask, pruner.extract_mask(model.state_dict()))
-    model.eval()
-    with torch.no_grad():
-        model(torch.rand(1, 3, 32, 32))
+    forward_once(model)
     for name, m in convs(model):
         expected = rewind_point[name + ".weight"] * mask[name + ".weight_mask"]
         assert torch.equal(effective(m), expected), name

@@ -1,8 +1,12 @@
-"""report.py: tables, CSVs and plots from real runs; retraining matching and the steps ratio
-on hand-written results; one-line errors from the command line."""
+"""report.py: what runs record, grouped by whole setting; the verdict, the controls, the files.
+
+Most run folders here are written directly with the project's own writers (save_run_info,
+ResultTable, runners._ticket_record): the tests are about the report, not about training.
+One module fixture trains real tiny runs end to end."""
 import csv
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -13,19 +17,20 @@ import pytest
 import main_imp
 import main_train
 import report
+from cli import Config
+from reporting import stats
+from reporting.plots import PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE
+from runners import _ticket_record
 from tests.conftest import REPO, run_script, tiny_args
-from utils import ROUND_FIELDS, UserError
+from utils import ROUND_FIELDS, ResultTable, RunPaths, UserError, save_run_info
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SCRIPTS = {"imp": "main_imp.py", "train": "main_train.py"}  # any other method: main_PrAC_imp.py --select
 
 
 def read_csv(path: str) -> List[Dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def number(text: str) -> Optional[float]:
-    return float(text) if text != "" else None
 
 
 def png_size(path: str) -> tuple:
@@ -36,243 +41,57 @@ def png_size(path: str) -> tuple:
     return struct.unpack(">II", head[16:24])
 
 
-# ============================================================================ real runs
-@pytest.fixture(scope="module")
-def real_runs(cifar10_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
-    """A 2-round x 1-epoch IMP run, its round-1 ticket retrained in imp_retrain/1 and its
-    final ticket retrained in a sibling folder found through its args.json."""
-    root = tmp_path_factory.mktemp("report_runs")
-    imp = str(root / "imp")
-    main_imp.main(tiny_args(cifar10_dir, imp, "--epochs", "1", "--pruning_times", "2",
-                            "--prune_type", "lt", "--rewind_epoch", "0"))
-    round1 = str(root / "imp_retrain" / "1")
-    ticket = os.path.join(imp, "1checkpoint.pth.tar")
-    main_train.main(tiny_args(cifar10_dir, round1, "--epochs", "1", "--init_dir", ticket, "--mask_dir", ticket))
-    final = str(root / "tickets" / "final")
-    ticket = os.path.join(imp, "final_ticket.pth.tar")
-    main_train.main(tiny_args(cifar10_dir, final, "--epochs", "1", "--init_dir", ticket, "--mask_dir", ticket))
-    return {"imp": imp, "round1": round1, "final": final, "out": str(root / "out")}
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return run_script("report.py", list(args))
 
 
-@pytest.fixture(scope="module")
-def real_report(real_runs: Dict[str, str]) -> report.Report:
-    return report.main([real_runs["imp"], "--out", real_runs["out"]])
+# ============================================================================ run folders, written directly
+DENSITIES = [100.0, 80.0, 64.0]   # rounds 0-2; the final ticket (round 3) is 51.2%
+FINAL = 3
 
 
-def test_table_rows_equal_rounds_csv(real_runs: Dict[str, str], real_report: report.Report) -> None:
-    (table,) = real_report.tables
-    rounds = read_csv(os.path.join(real_runs["imp"], "rounds.csv"))
-    assert [int(r["round"]) for r in rounds] == [0, 1]
-    # rounds 0 and 1 were trained; round 2 is the final ticket, known only from its retraining
-    assert [row["round"] for row in table.rows] == [0, 1, 2]
-    for row, saved in zip(table.rows, rounds):
-        for name in ("remaining_weights", "train_examples", "epochs_run", "epochs_planned", "steps",
-                     "cumulative_steps", "best_val_acc", "test_acc_at_best_val"):
-            assert row[name] == pytest.approx(float(saved[name])), name
-    assert table.rows[0]["remaining_weights"] == pytest.approx(100.0)
-    assert table.rows[1]["remaining_weights"] == pytest.approx(80.0, abs=0.01)
-
-    retrained_1 = read_csv(os.path.join(real_runs["round1"], "rounds.csv"))[0]
-    retrained_final = read_csv(os.path.join(real_runs["final"], "rounds.csv"))[0]
-    assert table.rows[0]["retrained_test_acc"] is None
-    assert table.rows[1]["retrained_test_acc"] == pytest.approx(float(retrained_1["test_acc_at_best_val"]))
-    assert table.rows[2]["retrained_test_acc"] == pytest.approx(float(retrained_final["test_acc_at_best_val"]))
-    assert table.rows[2]["remaining_weights"] == pytest.approx(64.0, abs=0.01)
-    assert table.rows[2]["test_acc_at_best_val"] is None
-    assert real_report.notes == []
-
-
-def test_csv_and_markdown_written(real_runs: Dict[str, str], real_report: report.Report,
-                                  capsys: pytest.CaptureFixture) -> None:
-    out = real_runs["out"]
-    rows = read_csv(os.path.join(out, "imp.csv"))
-    assert list(rows[0]) == [name for name, _ in report.TABLE_COLUMNS]
-    (table,) = real_report.tables
-    assert len(rows) == len(table.rows)
-    for written, row in zip(rows, table.rows):
-        for name, value in row.items():
-            assert number(written[name]) == (None if value is None else pytest.approx(value)), name
-    summary = read_csv(os.path.join(out, "summary.csv"))
-    assert [r["run"] for r in summary] == ["imp"]
-    with open(os.path.join(out, "report.md")) as handle:
-        markdown = handle.read()
-    assert "| round | remaining weights (%) |" in markdown
-    assert f"({report.PLOT_ACCURACY})" in markdown
-    assert real_runs["round1"] in markdown and real_runs["final"] in markdown
-
-
-def test_pngs_are_valid(real_runs: Dict[str, str], real_report: report.Report) -> None:
-    for name in (report.PLOT_ACCURACY, report.PLOT_STEPS, report.PLOT_EXAMPLES):
-        path = os.path.join(real_runs["out"], name)
-        assert path in real_report.files
-        assert os.path.getsize(path) > 0
-        width, height = png_size(path)
-        assert width >= 400 and height >= 300
-
-
-def test_cli_prints_tables_and_paths(real_runs: Dict[str, str], tmp_path: Any) -> None:
-    out = str(tmp_path / "cli")
-    result = run_script("report.py", [real_runs["imp"], "--retrain", real_runs["round1"], "--out", out])
-    assert result.returncode == 0, result.stderr
-    assert "| round | remaining weights (%)" in result.stdout
-    for name in ("report.md", "imp.csv", report.PLOT_ACCURACY, report.PLOT_STEPS, report.PLOT_EXAMPLES):
-        assert os.path.join(out, name) in result.stdout
-
-
-@pytest.mark.parametrize("case", ["missing", "no_rounds_csv"])
-def test_bad_dir_is_one_line_error(case: str, tmp_path: Any) -> None:
-    folder = tmp_path / "run"
-    if case == "no_rounds_csv":
-        folder.mkdir()
-        (folder / "log.txt").write_text("not a run\n")
-    result = run_script("report.py", [str(folder)])
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0]
-    assert "Traceback" not in result.stderr
-
-
-# ============================================================================ hand-written results
-def write_run(folder: Any, rounds: Sequence[Dict[str, Any]], arguments: Dict[str, Any], prac: bool = False,
-              info: Optional[Dict[str, Any]] = None) -> str:
-    """A run folder with the given rounds.csv rows (other columns empty or zero) and args.json
-    (``info``: more top-level keys, e.g. script or ticket)."""
-    folder.mkdir(parents=True)
-    with open(folder / "rounds.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ROUND_FIELDS)
-        writer.writeheader()
-        for row in rounds:
-            writer.writerow({**{name: 0 for name in ROUND_FIELDS}, "forgetting_part": "",
-                             "pruning_aware_part": "", "eb_stop_epoch": "", **row})
-    (folder / "args.json").write_text(json.dumps({"arguments": {"save_dir": str(folder), **arguments},
-                                                  **(info or {})}))
-    if prac:
-        (folder / "0prac_set.npy").write_bytes(b"")
-    return str(folder)
-
-
-def imp_rounds(densities: Sequence[float], steps: int, examples: Sequence[int]) -> List[Dict[str, Any]]:
-    return [{"round": k, "remaining_weights": d, "train_examples": n, "epochs_run": 2, "epochs_planned": 2,
-             "steps": steps, "cumulative_steps": steps * (k + 1), "best_val_acc": 50 + k,
-             "test_acc_at_best_val": 40 + k}
-            for k, (d, n) in enumerate(zip(densities, examples))]
-
-
-def ticket(mask_dir: str, init_dir: Optional[str] = None) -> Dict[str, str]:
-    """main_train.py's --mask_dir / --init_dir arguments (init defaults to the mask file)."""
-    return {"mask_dir": mask_dir, "init_dir": init_dir or mask_dir}
-
-
-def retrain_rounds(density: float, test_acc: float) -> List[Dict[str, Any]]:
-    return [{"round": 0, "remaining_weights": density, "train_examples": 900, "epochs_run": 2,
-             "epochs_planned": 2, "steps": 10, "cumulative_steps": 10, "best_val_acc": 60,
-             "test_acc_at_best_val": test_acc}]
-
-
-def test_retrain_matching_and_steps_ratio(tmp_path: Any) -> None:
-    densities = [100.0, 80.0, 64.0]
-    imp = write_run(tmp_path / "imp", imp_rounds(densities, 100, [900, 900, 900]), {"pruning_times": 3})
-    prac_rows = imp_rounds(densities, 0, [900, 300, 450])
-    for row, cumulative in zip(prac_rows, (100, 160, 230)):
-        row["cumulative_steps"] = cumulative
-    prac = write_run(tmp_path / "prac", prac_rows, {"pruning_times": 3}, prac=True)
-    other = write_run(tmp_path / "other_run", imp_rounds(densities, 100, [900] * 3), {"pruning_times": 3})
-
-    # absolute --mask_dir into imp, {k}checkpoint -> round 1
-    write_run(tmp_path / "imp_retrain" / "a", retrain_rounds(80.0, 41.0),
-              ticket(os.path.join(imp, "1checkpoint.pth.tar")))
-    # recorded under a folder that no longer exists; <RUN>_retrain/ names the run -> round 1 of imp
-    write_run(tmp_path / "imp_retrain" / "moved", retrain_rounds(80.0, 43.0),
-              ticket("/gone/imp/1model_SA_best.pth.tar"))
-    # relative paths, launched from tmp_path (as its relative --save_dir shows) -> round 2 of prac
-    retrain_prac = write_run(tmp_path / "retrain_prac" / "2", retrain_rounds(64.0, 55.0),
-                             ticket("prac/2model_SA_best.pth.tar", "prac/2checkpoint.pth.tar"))
-    args_path = os.path.join(retrain_prac, "args.json")
-    with open(args_path) as handle:
-        info = json.load(handle)
-    info["arguments"]["save_dir"] = os.path.join("retrain_prac", "2")
-    with open(args_path, "w") as handle:
-        json.dump(info, handle)
-    # final_ticket.pth.tar -> round pruning_times (3), the sparsest ticket
-    write_run(tmp_path / "tickets" / "final", retrain_rounds(51.2, 52.0),
-              ticket(os.path.join(prac, "final_ticket.pth.tar"), os.path.join(prac, "0checkpoint.pth.tar")))
-    # a ticket of a run that is not reported, inside imp_retrain/: left out
-    write_run(tmp_path / "imp_retrain" / "foreign", retrain_rounds(80.0, 99.0),
-              ticket(os.path.join(other, "1checkpoint.pth.tar")))
-
-    result = report.build_report([imp, prac])
-    imp_table, prac_table = result.tables
-    assert [row["round"] for row in imp_table.rows] == [0, 1, 2]
-    assert sorted(os.path.basename(r.path) for r in imp_table.retrains[1]) == ["a", "moved"]
-    assert imp_table.rows[1]["retrained_test_acc"] == pytest.approx(42.0)  # mean of 41 and 43
-    assert [row["retrained_test_acc"] for row in imp_table.rows] == [None, pytest.approx(42.0), None]
-    assert [row["round"] for row in prac_table.rows] == [0, 1, 2, 3]
-    assert prac_table.rows[2]["retrained_test_acc"] == pytest.approx(55.0)
-    assert prac_table.rows[3]["retrained_test_acc"] == pytest.approx(52.0)
-    assert prac_table.rows[3]["remaining_weights"] == pytest.approx(51.2)
-    assert prac_table.rows[1]["train_examples"] == 300
-    assert [t.run.kind for t in result.tables] == ["IMP", "PrAC"]
-
-    (comparison,) = report.compare_steps([t.run for t in result.tables])
-    assert (comparison.steps, comparison.reference_steps, comparison.through_round) == (230, 300, 2)
-    assert comparison.percent == pytest.approx(100 * 230 / 300)
-    assert "prac used 77% of imp's training steps" in result.sentences[0]
-    assert [row["steps_vs_first"] for row in result.summary] == [100.0, pytest.approx(76.6667, abs=1e-3)]
-
-
-def test_steps_ratio_through_common_rounds_and_checkpoint_names(tmp_path: Any) -> None:
-    imp = report.load_run(write_run(tmp_path / "imp", imp_rounds([100, 80, 64, 51.2], 1000, [900] * 4),
-                                    {"pruning_times": 4}), "IMP")
-    prac = report.load_run(write_run(tmp_path / "prac", imp_rounds([100, 80], 117, [900, 200]),
-                                     {"pruning_times": 4}, prac=True), "PrAC")
-    (comparison,) = report.compare_steps([imp, prac])
-    assert comparison.through_round == 1  # prac finished rounds 0-1 only
-    assert (comparison.steps, comparison.reference_steps) == (234, 2000)
-    assert comparison.sentence().startswith("PrAC used 12% of IMP's training steps (234 vs 2,000")
-
-    assert report.checkpoint_round("/x/3checkpoint.pth.tar", 16) == 3
-    assert report.checkpoint_round("12model_SA_best.pth.tar", 16) == 12
-    assert report.checkpoint_round("final_ticket.pth.tar", 16) == 16
-    assert report.checkpoint_round("checkpoint.pth.tar", 16) is None
-    assert report.checkpoint_round("epoch_3_rewind_weight.pt", 16) is None
-
-
-def test_retrain_run_given_as_run_is_refused(tmp_path: Any) -> None:
-    folder = write_run(tmp_path / "r", retrain_rounds(80.0, 40.0), ticket("x/1checkpoint.pth.tar"))
-    with pytest.raises(UserError, match="pass it with --retrain"):
-        report.build_report([folder])
-
-
-def test_run_given_as_retrain_is_refused(tmp_path: Any) -> None:
-    imp = write_run(tmp_path / "imp", imp_rounds([100.0, 80.0], 10, [900, 900]), {"pruning_times": 2})
-    other = write_run(tmp_path / "other", imp_rounds([100.0, 80.0], 10, [900, 900]), {"pruning_times": 2})
-    with pytest.raises(UserError, match="is not a main_train.py run"):
-        report.build_report([imp], [other])
-
-
-# ============================================================================ replicates
-SWEEP_DENSITIES = [100.0, 80.0, 64.0]   # rounds 0-2; the final ticket (round 3) is 51.2%
-IMP_STEPS = 100                          # per round, every seed
+def write_run(folder: Any, method: str, rounds: Sequence[Dict[str, Any]], ticket: Optional[Dict[str, Any]] = None,
+              **settings: Any) -> str:
+    """A finished run of ``method`` (imp, a --select rule, or "train" for main_train.py) in
+    ``folder``: args.json and rounds.csv as the scripts write them."""
+    folder = str(folder)
+    os.makedirs(folder)
+    if method not in SCRIPTS:
+        settings["select"] = method
+    config = Config(**{"save_dir": folder, "lr": 0.1, "epochs": 2, **settings}).to_dict()
+    script = SCRIPTS.get(method, "main_PrAC_imp.py")
+    save_run_info(RunPaths(folder).run_info, script, config, "cpu", extra={"ticket": ticket} if ticket else None)
+    table = ResultTable(RunPaths(folder).rounds_csv, ROUND_FIELDS)
+    for row in rounds:
+        table.append({"train_examples": 900, "epochs_planned": 2, "epochs_run": 2, "steps": 10,
+                      "cumulative_steps": 10, "best_val_acc": 50, "test_acc_at_best_val": 40, **row})
+    return folder
 
 
 def search_run(folder: Any, method: str, seed: int, search_acc: Sequence[float], cumulative: Sequence[int],
-               examples: Sequence[int]) -> str:
-    """A main_imp.py (method "imp") or main_PrAC_imp.py --select METHOD run in ``folder``."""
-    rows = [{"round": k, "remaining_weights": d, "train_examples": n, "epochs_run": 2, "epochs_planned": 2,
-             "steps": c, "cumulative_steps": c, "best_val_acc": 50, "test_acc_at_best_val": acc}
-            for k, (d, acc, c, n) in enumerate(zip(SWEEP_DENSITIES, search_acc, cumulative, examples))]
-    script = "main_imp.py" if method == "imp" else "main_PrAC_imp.py"
-    # every script's arguments hold select (default prac): only the script tells IMP apart
-    return write_run(folder, rows, {"pruning_times": 3, "seed": seed, "select": "prac" if method == "imp" else method},
-                     prac=method != "imp", info={"script": f"/somewhere/{script}"})
+               examples: Sequence[int] = (900, 900, 900), **settings: Any) -> str:
+    rows = [{"round": k, "remaining_weights": d, "train_examples": n, "steps": c, "cumulative_steps": c,
+             "test_acc_at_best_val": acc}
+            for k, (d, acc, c, n) in enumerate(zip(DENSITIES, search_acc, cumulative, examples))]
+    return write_run(folder, method, rows, seed=seed, pruning_times=3, **settings)
 
 
-def retrain_run(folder: Any, run_dir: str, test_acc: float, name: str = "final_ticket.pth.tar") -> str:
-    ticket_path = os.path.join(run_dir, name)
-    return write_run(folder, retrain_rounds(51.2, test_acc), {**ticket(ticket_path), "seed": 0},
-                     info={"script": "main_train.py", "ticket": {
-                         "init_dir": ticket_path, "mask_dir": ticket_path, "source_run": run_dir,
-                         "source_round": None, "reinit": False}})
+def retrain_run(folder: Any, source: str, test_acc: float, seed: int = 0, round_number: Optional[int] = FINAL,
+                control: str = "ticket", density: float = 51.2, **settings: Any) -> str:
+    """main_train.py on ``source``'s round ticket: the ticket itself, its reinit (--mask_dir
+    alone) or a random mask (the ticket record's random_mask, hand-made until the flag exists)."""
+    name = "final_ticket.pth.tar" if round_number == FINAL else f"{round_number}checkpoint.pth.tar"
+    path = os.path.join(source, name)
+    config = Config(save_dir=str(folder), init_dir=None if control == "reinit" else path, mask_dir=path)
+    ticket = _ticket_record(config, round_number)
+    if control == "random_mask":
+        ticket["random_mask"] = True
+    rows = [{"round": 0, "remaining_weights": density, "test_acc_at_best_val": test_acc}]
+    return write_run(folder, "train", rows, ticket=ticket, seed=seed, init_dir=config.init_dir,
+                     mask_dir=config.mask_dir, **settings)
+
+
+IMP_STEPS = 100  # per round, every seed
 
 
 @pytest.fixture
@@ -282,9 +101,6 @@ def sweep(tmp_path: Any) -> str:
     Folder names lie: prac's seed-2 run is in runs/imp-seed9 and its retraining in
     retrain/imp-seed9-final; report.py must go by args.json."""
     root = tmp_path / "sweep"
-    root.mkdir()
-    (root / "sweep.json").write_text(json.dumps({"methods": ["imp", "prac", "random"], "seeds": [0, 1, 2],
-                                                 "flags": [], "retrain": "final"}))
     imp_search = {0: [60, 40, 50], 1: [60, 42, 51], 2: [60, 47, 55]}
     imp_final = {0: 80.0, 1: 82.0, 2: 84.0}
     prac_cumulative = {0: [100, 110, 120], 1: [100, 125, 150], 2: [100, 140, 180]}  # 40%, 50%, 60% of 300
@@ -293,26 +109,165 @@ def sweep(tmp_path: Any) -> str:
     prac_folders = {0: "prac-seed0", 1: "prac-seed1", 2: "imp-seed9"}
     for seed in (0, 1, 2):
         imp = search_run(root / "runs" / f"imp-seed{seed}", "imp", seed, imp_search[seed],
-                         [IMP_STEPS * (k + 1) for k in range(3)], [900] * 3)
-        retrain_run(root / "retrain" / f"imp-seed{seed}-final", imp, imp_final[seed])
+                         [IMP_STEPS * (k + 1) for k in range(3)])
+        retrain_run(root / "retrain" / f"imp-seed{seed}-final", imp, imp_final[seed], seed)
         prac = search_run(root / "runs" / prac_folders[seed], "prac", seed, [60, 41, 49],
                           prac_cumulative[seed], prac_examples[seed])
-        retrain_run(root / "retrain" / f"{prac_folders[seed]}-final", prac, prac_final[seed])
-    random = search_run(root / "runs" / "random-seed0", "random", 0, [60, 39, 45], [100, 130, 160],
-                        [900, 300, 300])
+        retrain_run(root / "retrain" / f"{prac_folders[seed]}-final", prac, prac_final[seed], seed)
+    random = search_run(root / "runs" / "random-seed0", "random", 0, [60, 39, 45], [100, 130, 160], [900, 300, 300])
     retrain_run(root / "retrain" / "random-seed0-final", random, 77.5)
-    (root / "runs" / "prac-seed3").mkdir()  # started, no round finished yet
+    started = root / "runs" / "prac-seed3"  # started, no round finished yet
+    started.mkdir()
+    save_run_info(RunPaths(str(started)).run_info, "main_PrAC_imp.py", Config(save_dir=str(started)).to_dict(), "cpu")
     return str(root)
 
 
-def aggregate_row(result: Any, method: str, number: int) -> Dict[str, Any]:
-    (row,) = [r for r in result.aggregate if r["method"] == method and r["round"] == number]
+def aggregate_row(result: Any, method: str, number: int, setting: str = "") -> Dict[str, Any]:
+    (row,) = [r for r in result.aggregate if r["method"] == method and r["round"] == number
+              and r["setting"] == setting]
     return row
 
 
+# ============================================================================ the three wrong reports
+def test_reinit_run_is_a_control_not_averaged_into_the_ticket(tmp_path: Any, capsys: pytest.CaptureFixture) -> None:
+    imp = search_run(tmp_path / "runs" / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    retrain_run(tmp_path / "retrain" / "ticket", imp, 80.0)
+    retrain_run(tmp_path / "retrain" / "reinit", imp, 60.0, control="reinit")
+    out = str(tmp_path / "out")
+    report.main([imp, "--retrain", str(tmp_path / "retrain"), "--replicates", "--out", out])
+    (final,) = [r for r in read_csv(os.path.join(out, "aggregate.csv")) if r["method"] == "imp" and r["round"] == "3"]
+    assert float(final["retrained_acc_mean"]) == 80.0 and final["retrained_acc_n"] == "1"  # not (80 + 60) / 2
+    (control,) = read_csv(os.path.join(out, "controls.csv"))
+    assert (float(control["ticket_mean"]), float(control["reinit_mean"])) == (80.0, 60.0)
+    assert float(control["ticket_minus_reinit_mean"]) == 20.0
+    printed = capsys.readouterr().out
+    assert "imp: a winning ticket at 51.2% weights (round 3)? ticket − reinit = +20.00 points" in printed
+
+
+def test_dense_main_train_run_is_labelled_dense_not_prac(tmp_path: Any, capsys: pytest.CaptureFixture) -> None:
+    imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    dense = write_run(tmp_path / "dense", "train", [{"round": 0, "remaining_weights": 100.0,
+                                                     "test_acc_at_best_val": 61.0}],
+                      ticket=_ticket_record(Config(save_dir="x"), None), seed=0)
+    out = str(tmp_path / "out")
+    report.main([imp, dense, "--replicates", "--out", out])
+    rows = read_csv(os.path.join(out, "aggregate.csv"))
+    assert {r["method"] for r in rows} == {"imp", "dense"}
+    (row,) = [r for r in rows if r["method"] == "dense"]
+    assert (row["round"], float(row["search_acc_mean"])) == ("0", 61.0)
+    assert read_csv(os.path.join(out, "verdict.csv")) == []  # dense is no method to compare with IMP
+    assert "- dense: 1 run, seed 0" in capsys.readouterr().out
+
+
+def test_runs_of_one_seed_with_different_settings_are_never_averaged(tmp_path: Any) -> None:
+    imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    low = search_run(tmp_path / "prac-t0", "prac", 0, [60, 50, 52], [100, 150, 200], threshold=0)
+    high = search_run(tmp_path / "prac-t2", "prac", 0, [60, 60, 62], [100, 120, 140], threshold=2)
+    out = str(tmp_path / "out")
+    report.main([imp, low, high, "--replicates", "--out", out])
+    prac1 = [r for r in read_csv(os.path.join(out, "aggregate.csv")) if r["method"] == "prac" and r["round"] == "1"]
+    assert sorted((r["runs"], float(r["search_acc_mean"])) for r in prac1) == [("1", 50.0), ("1", 60.0)]
+    assert sorted(r.get("setting") for r in prac1) == ["threshold 0", "threshold 2"]
+    verdicts = read_csv(os.path.join(out, "verdict.csv"))  # IMP (no --threshold) is the reference of both
+    assert sorted((r["setting"], r["round"], float(r["difference_mean"])) for r in verdicts if r["round"] == "1") == [
+        ("threshold 0", "1", 0.0), ("threshold 2", "1", 10.0)]
+
+
+# ============================================================================ grouping and matching
+def test_grid_settings_in_subfolders_are_grouped_by_what_runs_record(tmp_path: Any) -> None:
+    for seed in (0, 1):
+        search_run(tmp_path / "grid" / "lr" / f"imp-{seed}", "imp", seed, [60, 50, 55], [100, 200, 300])
+        for lr, acc in ((0.1, 50), (0.05, 40)):
+            search_run(tmp_path / "grid" / f"lr={lr}" / "deep" / f"prac-{seed}", "prac", seed,
+                       [60, acc + seed, 55], [100, 150, 200], lr=lr)
+    result = report.main([str(tmp_path / "grid"), "--out", str(tmp_path / "out")])
+    groups = {part.group.label: part for part in result.groups}
+    assert {label: sorted(run.method for run in part.group.runs) for label, part in groups.items()} == {
+        "lr 0.05": ["prac", "prac"], "lr 0.1": ["imp", "imp", "prac", "prac"]}
+    assert "no imp runs" in groups["lr 0.05"].summaries[0]  # IMP ran at lr 0.1 only: never compared across
+    assert aggregate_row(result, "prac", 1, "lr 0.1")["search_acc_mean"] == pytest.approx(50.5)
+    assert aggregate_row(result, "prac", 1, "lr 0.05")["search_acc_mean"] == pytest.approx(40.5)
+    for name in ("accuracy_vs_weights-1.png", "accuracy_vs_weights-2.png"):
+        assert png_size(os.path.join(tmp_path / "out", name))[0] >= 400
+
+
+def test_a_setting_an_older_run_did_not_record_matches_any_value(tmp_path: Any) -> None:
+    old = search_run(tmp_path / "imp-0", "imp", 0, [60, 50, 55], [100, 200, 300])
+    search_run(tmp_path / "imp-1", "imp", 1, [60, 52, 57], [100, 200, 300])
+    with open(RunPaths(old).run_info) as handle:
+        info = json.load(handle)
+    del info["arguments"]["data_mode"]  # written before --data_mode existed
+    with open(RunPaths(old).run_info, "w") as handle:
+        json.dump(info, handle)
+    result = report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    (part,) = result.groups
+    assert part.group.label == "" and aggregate_row(result, "imp", 1)["runs"] == 2
+
+
+def test_size_matched_random_is_its_own_method(tmp_path: Any) -> None:
+    search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    prac = search_run(tmp_path / "prac", "prac", 0, [60, 48, 50], [100, 150, 200])
+    search_run(tmp_path / "random", "random", 0, [60, 40, 45], [100, 150, 200])
+    matched = search_run(tmp_path / "matched", "random", 0, [60, 44, 47], [100, 150, 200])
+    with open(RunPaths(matched).run_info) as handle:
+        info = json.load(handle)
+    info["arguments"]["match_sizes"] = prac  # issue 17's flag: the PrAC run whose set sizes it copies
+    with open(RunPaths(matched).run_info, "w") as handle:
+        json.dump(info, handle)
+    result = report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert [row["runs"] for row in result.aggregate if row["round"] == 1] == [1, 1, 1, 1]
+    assert {(rows[0].method, rows[0].reference) for rows in result.verdicts} == {
+        ("prac", "imp"), ("random", "imp"), ("random (size-matched)", "imp"), ("random", "prac"),
+        ("random (size-matched)", "prac")}
+
+
+def test_a_longer_retraining_is_its_own_group(tmp_path: Any) -> None:
+    imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    retrain_run(tmp_path / "short", imp, 70.0)
+    retrain_run(tmp_path / "long", imp, 75.0, epochs=30)
+    result = report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    labels = ["retrain epochs 2", "retrain epochs 30"]
+    assert sorted(part.group.label for part in result.groups) == labels
+    assert [aggregate_row(result, "imp", FINAL, label)["retrained_acc_mean"] for label in labels] == [70.0, 75.0]
+
+
+def test_moved_and_copied_sweeps_match_by_recorded_location(tmp_path: Any) -> None:
+    made = tmp_path / "made"
+    imp = search_run(made / "runs" / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    retrain_run(made / "retrain" / "1", imp, 71.0, round_number=1, density=80.0)
+    retrain_run(made / "retrain" / "final", imp, 70.0)
+    shutil.copytree(made, tmp_path / "copy")
+    shutil.move(str(made), str(tmp_path / "moved"))  # the recorded absolute paths exist nowhere now
+    moved = report.main([str(tmp_path / "moved"), "--out", str(tmp_path / "out1")])
+    assert moved.notes == []
+    assert [r.retrained_acc for r in moved.groups[0].replicates] == [None, 71.0, None, 70.0]
+    both = report.main([str(tmp_path / "moved"), str(tmp_path / "copy"), "--out", str(tmp_path / "out2")])
+    (part,) = both.groups  # one setting; each copy's retraining runs belong to its own copy
+    for retrain in part.group.retrains:
+        assert os.path.commonpath([retrain.run.path, retrain.source.path]) in (str(tmp_path / "moved"),
+                                                                                str(tmp_path / "copy"))
+
+
+def test_ticket_round_falls_back_to_density_and_unmatched_runs_are_noted(tmp_path: Any) -> None:
+    imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    retrain_run(tmp_path / "published", imp, 66.0, round_number=None, density=64.0)  # no round recorded
+    retrain_run(tmp_path / "foreign", str(tmp_path / "elsewhere"), 99.0)
+    result = report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert aggregate_row(result, "imp", 2)["retrained_acc_mean"] == 66.0
+    (note,) = result.notes
+    assert "foreign" in note and "not among the runs found; left out" in note
+
+
+def test_run_given_as_retrain_is_refused(tmp_path: Any) -> None:
+    imp = search_run(tmp_path / "imp", "imp", 0, [60, 50, 55], [100, 200, 300])
+    other = search_run(tmp_path / "other", "imp", 1, [60, 50, 55], [100, 200, 300])
+    with pytest.raises(UserError, match="is not a main_train.py run"):
+        report.main([imp, "--retrain", other, "--out", str(tmp_path / "out")])
+
+
+# ============================================================================ replicates and the verdict
 def test_replicates_grouped_by_args_json_not_folder_names(sweep: str, tmp_path: Any) -> None:
     result = report.main([sweep, "--out", str(tmp_path / "out")])
-    assert isinstance(result, report.ReplicateReport)
     by_method = {m: sorted(run.seed for run in result.runs if run.method == m) for m in ("imp", "prac", "random")}
     assert by_method == {"imp": [0, 1, 2], "prac": [0, 1, 2], "random": [0]}
     (misnamed,) = [run for run in result.runs if os.path.basename(run.path) == "imp-seed9"]
@@ -331,16 +286,18 @@ def test_replicates_mean_std_n(sweep: str, tmp_path: Any) -> None:
     prac1 = aggregate_row(result, "prac", 1)
     assert prac1["train_examples_mean"] == pytest.approx(300) and prac1["train_examples_std"] == pytest.approx(50)
     assert prac1["cumulative_steps_mean"] == pytest.approx(125) and prac1["cumulative_steps_std"] == pytest.approx(15)
-    final = aggregate_row(result, "imp", 3)  # the final ticket: known from its retraining only
+    final = aggregate_row(result, "imp", FINAL)  # the final ticket: known from its retraining only
     assert final["remaining_weights"] == pytest.approx(51.2)
     assert (final["retrained_acc_n"], final["retrained_acc_mean"], final["retrained_acc_std"]) == (3, 82.0, 2.0)
     assert final["search_acc_n"] == 0 and final["cumulative_steps_mean"] == pytest.approx(300)
-    random_final = aggregate_row(result, "random", 3)
+    random_final = aggregate_row(result, "random", FINAL)
     assert (random_final["retrained_acc_n"], random_final["retrained_acc_std"]) == (1, None)
 
     written = read_csv(os.path.join(tmp_path / "out", "aggregate.csv"))
     (row,) = [r for r in written if r["method"] == "imp" and r["round"] == "1"]
     assert float(row["search_acc_std"]) == pytest.approx(13 ** 0.5)
+    runs = read_csv(os.path.join(tmp_path / "out", "runs.csv"))
+    assert len(runs) == 7 * 4 and {r["seed"] for r in runs} == {"0", "1", "2"}
 
 
 def test_verdict_paired_t_interval_and_cost(sweep: str, tmp_path: Any) -> None:
@@ -348,7 +305,7 @@ def test_verdict_paired_t_interval_and_cost(sweep: str, tmp_path: Any) -> None:
     rows = {(rows[0].method, rows[0].reference): rows for rows in result.verdicts}
     assert set(rows) == {("prac", "imp"), ("random", "imp"), ("random", "prac")}
     prac = rows[("prac", "imp")]
-    assert [r.metric for r in prac] == ["retrained"] and prac[0].round == 3  # only the final tickets were retrained
+    assert [r.metric for r in prac] == ["retrained"] and prac[0].round == FINAL  # only the final tickets
     d = prac[0].difference
     # differences −1, −2, 0: mean −1, sd 1, n 3; t(0.975; 2) = 4.3027
     half = 4.3027 * 1.0 / 3 ** 0.5
@@ -377,25 +334,59 @@ def test_every_summary_line_states_accuracy_and_cost(sweep: str, tmp_path: Any) 
         assert "points of" in line and "training steps" in line, line
 
 
+def test_controls_ticket_vs_reinit_vs_random_mask(tmp_path: Any) -> None:
+    ticket = {0: 80.0, 1: 82.0, 2: 84.0}
+    reinit = {0: 70.0, 1: 73.0, 2: 73.0}       # ticket − reinit: 10, 9, 11
+    random_mask = {0: 60.0, 1: 62.0}           # ticket − random mask: 20, 20 (seed 2 has none)
+    for seed in (0, 1, 2):
+        imp = search_run(tmp_path / "runs" / f"imp-{seed}", "imp", seed, [60, 50, 55], [100, 200, 300])
+        retrain_run(tmp_path / "retrain" / f"imp-{seed}", imp, ticket[seed], seed)
+        retrain_run(tmp_path / "controls" / f"imp-{seed}-reinit", imp, reinit[seed], seed, control="reinit")
+        if seed in random_mask:
+            retrain_run(tmp_path / "controls" / f"imp-{seed}-random", imp, random_mask[seed], seed,
+                        control="random_mask")
+    result = report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    (row,) = result.controls
+    assert (row.method, row.round, row.remaining_weights) == ("imp", FINAL, pytest.approx(51.2))
+    assert (row.ticket.n, row.ticket.mean, row.ticket.std) == (3, 82.0, 2.0)
+    assert (row.reinit.n, row.reinit.mean, row.reinit.std) == (3, 72.0, pytest.approx(3 ** 0.5))
+    assert (row.random_mask.n, row.random_mask.mean) == (2, 61.0)
+    half = 4.3027 * 1.0 / 3 ** 0.5               # differences 10, 9, 11: mean 10, sd 1
+    assert (row.vs_reinit.paired, row.vs_reinit.mean) == (True, pytest.approx(10.0))
+    assert (row.vs_reinit.low, row.vs_reinit.high) == (pytest.approx(10 - half), pytest.approx(10 + half))
+    assert (row.vs_random_mask.n, row.vs_random_mask.mean) == (2, pytest.approx(20.0))
+    assert (row.vs_random_mask.low, row.vs_random_mask.high) == (pytest.approx(20.0), pytest.approx(20.0))
+    (line,) = result.control_lines
+    assert line == (f"imp: a winning ticket at 51.2% weights (round 3)? ticket − reinit = +10.00 points "
+                    f"(95% CI {stats.signed(10 - half)} to {stats.signed(10 + half)}, n=3 seeds, paired by seed), "
+                    "ticket − random mask = +20.00 points (95% CI +20.00 to +20.00, n=2 seeds, paired by seed)")
+    assert aggregate_row(result, "imp", FINAL)["retrained_acc_mean"] == 82.0  # controls never enter it
+    (written,) = read_csv(os.path.join(tmp_path / "out", "controls.csv"))
+    assert float(written["ticket_minus_reinit_ci95_low"]) == pytest.approx(10 - half)
+    assert written["random_mask_n"] == "2"
+    with open(os.path.join(tmp_path / "out", "report.md")) as handle:
+        assert line in handle.read()
+
+
 def test_t_quantiles_and_unpaired_difference() -> None:
-    assert report.t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
-    assert report.t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
-    assert report.t_quantile_975(31) == 1.96
+    assert stats.t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
+    assert stats.t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
+    assert stats.t_quantile_975(31) == 1.96
     # no shared seed: difference of means, Welch: s²/n = 2/2 on each side, df = (1 + 1)² / (1/1 + 1/1) = 2
-    d = report.difference({0: 2.0, 1: 4.0}, {5: 0.0, 6: 2.0})
+    d = stats.difference({0: 2.0, 1: 4.0}, {5: 0.0, 6: 2.0})
     assert (d.paired, d.mean) == (False, pytest.approx(2.0))
     half = 4.3027 * 2 ** 0.5
     assert (d.low, d.high) == (pytest.approx(2 - half), pytest.approx(2 + half))
     assert "unpaired" in d.n_text()
-    one = report.difference({0: 70.0}, {0: 71.5})
+    one = stats.difference({0: 70.0}, {0: 71.5})
     assert (one.paired, one.mean, one.low) == (True, pytest.approx(-1.5), None)
     assert one.interval_text() == "interval unknown (1 seed)"
 
 
-def test_search_accuracy_verdict_without_retraining_and_no_imp(tmp_path: Any) -> None:
-    runs = [search_run(tmp_path / f"r{seed}{m}", m, seed, [60, 40 + seed, 50 + seed], [100, 200, 300], [900] * 3)
+def test_search_accuracy_verdict_without_retraining_and_one_run_is_n_1(tmp_path: Any) -> None:
+    runs = [search_run(tmp_path / f"r{seed}{m}", m, seed, [60, 40 + seed, 50 + seed], [100, 200, 300])
             for seed in (0, 1) for m in ("imp", "prac")]
-    result = report.main([*runs, "--out", str(tmp_path / "out")])  # several seeds per method: replicates
+    result = report.main([*runs, "--out", str(tmp_path / "out")])
     (rows,) = result.verdicts
     assert {r.metric for r in rows} == {"search"} and [r.round for r in rows] == [0, 1, 2]
     assert "points of search test accuracy" in result.summaries[0]
@@ -403,6 +394,10 @@ def test_search_accuracy_verdict_without_retraining_and_no_imp(tmp_path: Any) ->
 
     alone = report.main([runs[1], runs[3], "--out", str(tmp_path / "out2")])
     assert alone.verdicts == [] and "no imp runs" in alone.summaries[0]
+    one = report.main([runs[0], runs[1], "--out", str(tmp_path / "out3")])  # one seed each: the same report
+    (row,) = [r for r in one.verdicts[0] if r.round == 1]
+    assert row.difference.interval_text() == "interval unknown (1 seed)" and row.difference.mean == 0.0
+    assert aggregate_row(one, "prac", 1)["runs"] == 1 and aggregate_row(one, "prac", 1)["search_acc_std"] is None
 
 
 def test_out_is_replaced_whole(sweep: str, tmp_path: Any) -> None:
@@ -415,7 +410,7 @@ def test_out_is_replaced_whole(sweep: str, tmp_path: Any) -> None:
     assert sorted(os.listdir(default)) == sorted(os.path.basename(p) for p in second.files)
     assert sorted(second.files) == sorted(first.files)
     assert not [name for name in os.listdir(sweep) if name.startswith(".tmp-")]
-    for name in (report.PLOT_ACCURACY, report.PLOT_ACCURACY_STEPS, report.PLOT_SET_SIZE):
+    for name in (PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE):
         assert png_size(os.path.join(default, name))[0] >= 400
 
     # a folder that is not a report is never deleted
@@ -434,3 +429,74 @@ def test_piped_into_head_exits_quietly(sweep: str, tmp_path: Any) -> None:
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr
     assert os.path.isfile(os.path.join(out, "report.md"))  # written before anything is printed
+
+
+@pytest.mark.parametrize("case", ["missing", "no_run"])
+def test_bad_dir_is_one_line_error(case: str, tmp_path: Any) -> None:
+    folder = tmp_path / "run"
+    if case == "no_run":
+        folder.mkdir()
+        (folder / "log.txt").write_text("not a run\n")
+    result = cli(str(folder))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0]
+
+
+# ============================================================================ real runs, end to end
+@pytest.fixture(scope="module")
+def real_runs(cifar10_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+    """A 2-round x 1-epoch IMP run; its round-1 ticket and its final ticket retrained, and the
+    final ticket's mask from a fresh initialisation (the reinit control)."""
+    root = tmp_path_factory.mktemp("report_runs")
+    imp = str(root / "imp")
+    main_imp.main(tiny_args(cifar10_dir, imp, "--epochs", "1", "--pruning_times", "2",
+                            "--prune_type", "lt", "--rewind_epoch", "0", "--lr", "0.1"))
+    runs = {"imp": imp, "out": str(root / "out")}
+    for name, ticket, flags in (("round1", "1checkpoint.pth.tar", ("--init_dir", "--mask_dir")),
+                                ("final", "final_ticket.pth.tar", ("--init_dir", "--mask_dir")),
+                                ("reinit", "final_ticket.pth.tar", ("--mask_dir",))):
+        runs[name] = str(root / "tickets" / name)
+        path = os.path.join(imp, ticket)
+        main_train.main(tiny_args(cifar10_dir, runs[name], "--epochs", "1",
+                                  *[token for flag in flags for token in (flag, path)]))
+    return runs
+
+
+def test_real_runs_end_to_end(real_runs: Dict[str, str]) -> None:
+    result = report.main([os.path.dirname(real_runs["imp"]), "--out", real_runs["out"]])
+    assert result.notes == []
+    (part,) = result.groups
+    rows = {r.round: r for r in part.replicates}
+    assert sorted(rows) == [0, 1, 2]  # rounds 0 and 1 trained; round 2 is the final ticket, known from its retraining
+    for saved in read_csv(RunPaths(real_runs["imp"]).rounds_csv):
+        row = rows[int(saved["round"])]
+        assert (row.remaining_weights, row.search_acc) == (pytest.approx(float(saved["remaining_weights"])),
+                                                           pytest.approx(float(saved["test_acc_at_best_val"])))
+
+    def acc(name: str) -> float:
+        return float(read_csv(RunPaths(real_runs[name]).rounds_csv)[0]["test_acc_at_best_val"])
+    assert (rows[0].retrained_acc, rows[1].retrained_acc) == (None, pytest.approx(acc("round1")))
+    assert (rows[2].retrained_acc, rows[2].reinit_acc) == (pytest.approx(acc("final")), pytest.approx(acc("reinit")))
+    assert rows[2].remaining_weights == pytest.approx(64.0, abs=0.01) and rows[2].search_acc is None
+    assert [(c.method, c.round) for c in result.controls] == [("imp", 2)]
+
+    out = real_runs["out"]
+    for name in ("report.md", "aggregate.csv", "verdict.csv", "runs.csv", "controls.csv",
+                 PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE):
+        assert os.path.join(out, name) in result.files
+    for name in (PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE):
+        width, height = png_size(os.path.join(out, name))
+        assert width >= 400 and height >= 300
+    with open(os.path.join(real_runs["final"], "args.json")) as handle:
+        assert json.load(handle)["ticket"]["source_round"] == 2
+
+
+def test_cli_prints_tables_and_paths(real_runs: Dict[str, str], tmp_path: Any) -> None:
+    out = str(tmp_path / "cli")
+    result = cli(real_runs["imp"], "--name", "IMP", "--out", out)  # its tickets' runs are found beside it
+    assert result.returncode == 0, result.stderr
+    assert "- main_train.py runs on these tickets: ticket 2, reinit 1" in result.stdout
+    assert "| method | round | remaining weights (%)" in result.stdout and "- imp: 1 run, seed 0 (IMP)" in result.stdout
+    for name in ("report.md", "aggregate.csv", PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE):
+        assert os.path.join(out, name) in result.stdout

@@ -13,7 +13,7 @@ import main_imp
 import main_PrAC_imp
 import main_train
 from models import build_model
-from tests import datasets_on_disk
+from tests import conftest, datasets_on_disk
 from tests.helpers import argv_for, assert_same_run, resume, run_with_snapshots
 from training import LoopSettings, evaluate, predict, train_epoch
 from utils import UserError, load_checkpoint
@@ -101,11 +101,13 @@ def test_bad_trees_are_one_line(folder_tree: str, cifar10_dir: str, tmp_path: An
 
 
 # ============================================================================ batches
-def test_batches_carry_their_indices_and_do_not_depend_on_workers(folder_tree: str) -> None:
-    order = torch.as_tensor(np.random.default_rng(0).permutation(TRAIN_SIZE))
-    alone = list(streamed(folder_tree, workers=0).train.train_batches(order, 5, epoch_seed=7))
-    workers = list(streamed(folder_tree, workers=2).train.train_batches(order, 5, epoch_seed=7))
+def test_batches_carry_their_indices_and_do_not_depend_on_workers(folder_tree: str, device: torch.device) -> None:
+    """On the session's device: on CUDA the workers' batches come through pinned memory."""
+    order = torch.as_tensor(np.random.default_rng(0).permutation(TRAIN_SIZE), device=device)
+    alone = list(streamed(folder_tree, workers=0).to(device).train.train_batches(order, 5, epoch_seed=7))
+    workers = list(streamed(folder_tree, workers=2).to(device).train.train_batches(order, 5, epoch_seed=7))
     assert torch.cat([indices for indices, _ in alone]).tolist() == order.tolist()
+    assert {images.device for _, images in alone + workers} == {order.device}
     for (indices_a, images_a), (indices_b, images_b) in zip(alone, workers):
         assert torch.equal(indices_a, indices_b) and torch.equal(images_a, images_b)
     assert alone[0][1].shape == (5, 3, SIZE, SIZE) and alone[0][1].dtype == torch.uint8
@@ -113,27 +115,27 @@ def test_batches_carry_their_indices_and_do_not_depend_on_workers(folder_tree: s
     assert not torch.equal(alone[0][1], other_epoch[0][1])
 
 
-def test_train_epoch_visits_the_in_memory_order(folder_tree: str) -> None:
+def test_train_epoch_visits_the_in_memory_order(folder_tree: str, device: torch.device) -> None:
     """Same generator, same permutation: the streamed epoch trains the very batches of
     dataset indices the in-memory epoch trains, each training index once."""
-    memory = dataset.load_data("folder", folder_tree, mode="memory", image_size=SIZE)
-    stream = streamed(folder_tree)
-    indices = torch.as_tensor(stream.train_indices)
+    memory = dataset.load_data("folder", folder_tree, mode="memory", image_size=SIZE).to(device)
+    stream = streamed(folder_tree).to(device)
+    indices = torch.as_tensor(stream.train_indices, device=device)
     settings = LoopSettings(batch_size=8, eval_batch_size=8, progress=False)
     seen: Dict[str, List[List[int]]] = {}
     for name, data in (("memory", memory), ("stream", stream)):
         torch.manual_seed(0)
-        model = build_model("res20s", CLASSES)
+        model = build_model("res20s", CLASSES).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         batches: List[List[int]] = []
-        train_epoch(model, optimizer, data.train, indices, torch.Generator().manual_seed(3), settings,
-                    on_batch=lambda batch, logits, targets: batches.append(batch.tolist()))
+        train_epoch(model, optimizer, data.train, indices, torch.Generator(device=device).manual_seed(3), settings,
+                    on_batch=lambda batch, logits, targets, out=batches: out.append(batch.tolist()))
         seen[name] = batches
         assert sorted(sum(batches, [])) == sorted(indices.tolist())
     assert seen["memory"] == seen["stream"]
     # unaugmented predictions and accuracy agree between the two paths
     model.eval()
-    val = torch.as_tensor(stream.val_indices)
+    val = torch.as_tensor(stream.val_indices, device=device)
     assert torch.equal(predict(model, memory.train, settings, val), predict(model, stream.train, settings, val))
     assert evaluate(model, memory.test, settings) == evaluate(model, stream.test, settings)
 
@@ -142,7 +144,7 @@ def test_train_epoch_visits_the_in_memory_order(folder_tree: str) -> None:
 def tree_args(root: str, save_dir: str, *extra: str, name: str = "folder", workers: int = 0) -> List[str]:
     return ["--data", root, "--dataset", name, "--data_mode", "stream", "--image_size", str(SIZE),
             "--workers", str(workers), "--arch", "res20s", "--batch_size", "8", "--seed", "0", "--no_progress",
-            "--print_freq", "1000", "--save_dir", save_dir, *extra]
+            "--print_freq", "1000", "--device", conftest.DEVICE, "--save_dir", save_dir, *extra]
 
 
 PRAC_EXTRA = ("--epochs", "2", "--pruning_times", "2", "--data_prune", "constent", "--data_rate", "0.2")

@@ -1,0 +1,194 @@
+"""Run folders as they recorded themselves: args.json (script, arguments, ticket) and rounds.csv.
+
+Nothing is inferred from folder names or layouts: a run is any folder with an args.json.
+"""
+import csv
+import functools
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import cli
+import main_imp
+import main_PrAC_imp
+import main_train
+from utils import ROUND_FIELDS, RunPaths, UserError
+
+IMP_SCRIPT, SEARCH_SCRIPT, RETRAIN_SCRIPT = "main_imp.py", "main_PrAC_imp.py", "main_train.py"
+PARSERS = {IMP_SCRIPT: main_imp.build_parser, SEARCH_SCRIPT: main_PrAC_imp.build_parser,
+           RETRAIN_SCRIPT: main_train.build_parser}
+IMP_METHOD = "imp"
+# The method axis: a main_PrAC_imp.py run's --select rule (and --match_sizes, which names the PrAC
+# run of the same seed whose set sizes random copies) is its method, not part of its setting; the
+# control axis: a main_train.py run's --random_mask says which control of a ticket it is.
+AXES = ("select", "match_sizes", "random_mask")
+SIZE_MATCHED = " (size-matched)"
+# What a main_train.py run is, read from its ticket record.
+TICKET, REINIT, RANDOM_MASK, DENSE = "ticket", "reinit", "random mask", "dense"
+RANDOM_MASK_REINIT = "random mask, reinit"  # not one of the controls the report shows
+# What a run recorded before a setting existed ran with, where cli declares it; else the
+# missing setting matches any value.
+OLD_DEFAULTS: Dict[str, Any] = getattr(cli, "RESUME_DEFAULTS", {})
+
+Setting = Tuple[Tuple[str, Any], ...]  # (name, value) pairs, sorted by name; hashable
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One row of a rounds.csv, typed."""
+
+    round: int
+    remaining_weights: float
+    train_examples: int
+    forgetting_part: Optional[int]
+    pruning_aware_part: Optional[int]
+    epochs_planned: int
+    epochs_run: int
+    steps: int
+    cumulative_steps: int
+    best_val_acc: float
+    test_acc_at_best_val: float
+
+
+@functools.lru_cache(maxsize=None)
+def setting_names(script: str) -> Tuple[str, ...]:
+    """The meaning-changing settings (cli.RESUME_CHECKED) that ``script`` has, less the method and control axes."""
+    options = {action.dest for action in PARSERS[script]()._actions}
+    return tuple(name for name in cli.RESUME_CHECKED if name in options and name not in AXES)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass
+class Run:
+    """A finished run folder: its args.json and its rounds."""
+
+    path: str                       # absolute
+    info: Dict[str, Any]
+    rounds: List[RoundResult]
+    label: str = ""                 # --name, when given
+
+    @property
+    def script(self) -> str:
+        return os.path.basename(str(self.info.get("script") or ""))
+
+    @property
+    def arguments(self) -> Dict[str, Any]:
+        arguments = self.info.get("arguments")
+        return arguments if isinstance(arguments, dict) else {}
+
+    @property
+    def ticket(self) -> Dict[str, Any]:
+        ticket = self.info.get("ticket")
+        return ticket if isinstance(ticket, dict) else {}
+
+    @property
+    def seed(self) -> Optional[int]:
+        seed = self.arguments.get("seed")
+        return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+    @property
+    def is_search(self) -> bool:
+        return self.script in (IMP_SCRIPT, SEARCH_SCRIPT)
+
+    @property
+    def role(self) -> str:
+        """A search run's "search"; a main_train.py run's: ticket, reinit, random mask or dense."""
+        if self.is_search:
+            return "search"
+        if self.ticket.get("random_mask"):
+            return RANDOM_MASK_REINIT if self.ticket.get("reinit") else RANDOM_MASK
+        if self.ticket.get("reinit"):
+            return REINIT
+        return TICKET if self.ticket.get("mask_dir") or self.arguments.get("mask_dir") else DENSE
+
+    @property
+    def method(self) -> str:
+        """imp, the --select rule of main_PrAC_imp.py, or what a main_train.py run trained."""
+        if self.script == IMP_SCRIPT:
+            return IMP_METHOD
+        if self.script == SEARCH_SCRIPT:
+            return str(self.arguments.get("select")) + (SIZE_MATCHED if self.arguments.get("match_sizes") else "")
+        if self.role == DENSE:
+            return f"{DENSE} (given weights)" if self.arguments.get("init_dir") else DENSE
+        return self.role
+
+    @property
+    def setting(self) -> Setting:
+        """The run's meaning-changing settings that its args.json records (or cli says it ran with)."""
+        recorded = {**OLD_DEFAULTS, **self.arguments}
+        return tuple(sorted((name, _hashable(recorded[name])) for name in setting_names(self.script)
+                            if name in recorded))
+
+    @property
+    def recorded_path(self) -> str:
+        """Where the run was when it ran (its --save_dir from its working folder)."""
+        save_dir = str(self.arguments.get("save_dir") or "")
+        return os.path.normpath(os.path.join(str(self.info.get("cwd") or ""), save_dir))
+
+    def round_result(self, number: int) -> Optional[RoundResult]:
+        return next((r for r in self.rounds if r.round == number), None)
+
+
+def _optional_int(text: str) -> Optional[int]:
+    return int(float(text)) if text.strip() else None
+
+
+def read_rounds(run_dir: str) -> List[RoundResult]:
+    """Parses ``run_dir/rounds.csv``; a malformed table is a UserError; a repeated round keeps its last row."""
+    path = RunPaths(run_dir).rounds_csv
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in ROUND_FIELDS if name not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path} is not a rounds table (missing columns: {', '.join(missing)})")
+        rows = list(reader)
+    by_round: Dict[int, RoundResult] = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            result = RoundResult(
+                round=int(row["round"]), remaining_weights=float(row["remaining_weights"]),
+                train_examples=int(row["train_examples"]), forgetting_part=_optional_int(row["forgetting_part"]),
+                pruning_aware_part=_optional_int(row["pruning_aware_part"]),
+                epochs_planned=int(row["epochs_planned"]), epochs_run=int(row["epochs_run"]),
+                steps=int(row["steps"]), cumulative_steps=int(row["cumulative_steps"]),
+                best_val_acc=float(row["best_val_acc"]), test_acc_at_best_val=float(row["test_acc_at_best_val"]))
+        except (TypeError, ValueError) as error:
+            raise UserError(f"{path} line {line} has a bad value ({error})") from None
+        by_round[result.round] = result
+    return [by_round[number] for number in sorted(by_round)]
+
+
+def run_folders(folder: str) -> List[str]:
+    """Every folder with an args.json at any depth under ``folder`` (itself included)."""
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} is not a folder")
+    found = [path for path, _, files in os.walk(folder) if os.path.basename(RunPaths(path).run_info) in files]
+    if not found:
+        raise UserError(f"{folder} holds no run: no args.json in it or in any folder below it")
+    return sorted(os.path.abspath(path) for path in found)
+
+
+def load_run(folder: str, notes: List[str]) -> Optional[Run]:
+    """The run in ``folder``, or None (with a note) when it has no finished round or names no script."""
+    info_path = RunPaths(folder).run_info
+    try:
+        with open(info_path) as handle:
+            info = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{info_path} is not readable JSON ({error})") from None
+    script = os.path.basename(str(info.get("script") or "")) if isinstance(info, dict) else ""
+    if script not in PARSERS:
+        notes.append(f"{folder}: its args.json names no script of this project; left out")
+        return None
+    if not os.path.isfile(RunPaths(folder).rounds_csv):
+        notes.append(f"{folder} has no finished round yet; left out")
+        return None
+    rounds = read_rounds(folder)
+    if not rounds:
+        notes.append(f"{folder} has no finished round yet; left out")
+        return None
+    return Run(path=os.path.abspath(folder), info=info, rounds=rounds)
