@@ -1,5 +1,6 @@
 """sweep.py --controls and the size-matched random (issue 17): the plan (jobs, their order
 and flags) without running anything, and one tiny sweep end to end."""
+import csv
 import json
 import os
 import subprocess
@@ -109,7 +110,7 @@ def read(folder: str) -> Dict[str, Any]:
 def test_a_tiny_sweep_runs_size_matched_random_and_the_controls(flags: List[str], tmp_path: Any) -> None:
     out = str(tmp_path / "controls")
     result = run_sweep(["--methods", "random,prac", "--seeds", "0", "--out", out, "--jobs", "2",
-                        "--controls", "reinit,random_mask", "--no_report"], flags)
+                        "--controls", "reinit,random_mask"], flags)
     assert result.returncode == 0, result.stdout + result.stderr
     runs = os.path.join(out, "runs")
     split = np.load(value(flags, "--split_file"))
@@ -128,3 +129,7 @@ def test_a_tiny_sweep_runs_size_matched_random_and_the_controls(flags: List[str]
         assert all(r["mask_dir"] == ticket for r in records.values())
         for suffix in ("", "-reinit", "-random_mask"):
             assert os.path.exists(os.path.join(out, "retrain", f"{method}-seed0-final{suffix}", "layers.csv"))
+    # the sweep's report puts each ticket beside its controls (report.py reads the ticket records)
+    with open(os.path.join(out, "report", "controls.csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows, result.stdout[-3000:]
