@@ -3,6 +3,7 @@
 One small sweep (imp, prac, random x 2 seeds, final tickets retrained, two runs at a time)
 is made once; the tests read its folder. Runs are subprocesses with one thread each.
 """
+import csv
 import json
 import os
 import subprocess
@@ -119,6 +120,10 @@ def test_a_run_killed_mid_sweep_is_resumed_by_relaunching(inputs: Dict[str, Any]
     killed = run_sweep(args, inputs["flags"], env={"PRAC_LTH_DIE_AFTER_WRITE": "4"})
     assert killed.returncode == 2
     assert "prac-seed1: exit code 17" in killed.stderr and "prac-seed1-retrain-final: not run" in killed.stderr
+    rows = status(out)
+    log = os.path.join(out, "logs", "prac-seed1.log")
+    assert rows["prac-seed1"] == ["failed", f"exit code 17; log {log}"]
+    assert rows["prac-seed1-retrain-final"] == ["not started", ""]
     resumed = run_sweep(args, inputs["flags"])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "start prac-seed1 (resuming)" in resumed.stdout
@@ -139,6 +144,15 @@ def test_a_run_killed_mid_sweep_is_resumed_by_relaunching(inputs: Dict[str, Any]
     ([], ["--no_such_flag", "1"], "--no_such_flag is not a flag of"),
     (["--methods", "imp,prac"], ["--epochs", "2"], "give --lr after --"),
     (["--methods", "prac"], ["--lr", "fast"], "main_PrAC_imp.py: argument --lr: invalid float value"),
+    (["--grid", "lr"], [], "write FLAG=V1,V2"),
+    (["--grid", "seed=1,2"], [], "--seed is set by the sweep"),
+    (["--grid", "lr=0.1"], ["--lr", "0.1"], "--lr is also given after --"),
+    (["--grid", "lr=0.1,0.1"], [], "give distinct comma-separated values"),
+    (["--grid", "save_model=1,2"], [], "--save_model is an on/off switch"),
+    (["--methods", "prac", "--grid", "lr=0.1,fast"], [], "main_PrAC_imp.py: argument --lr: invalid float value"),
+    (["--partition", "gpu"], [], "--partition is an option of --launcher slurm"),
+    (["--launcher", "slurm", "--jobs", "2"], [], "--jobs is an option of --launcher local"),
+    (["--launcher", "slurm", "--nproc_per_node", "2", "--cpus_per_run", "1"], [], "--cpus_per_run 1 must be at least"),
 ])
 def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: List[str], message: str) -> None:
     result = run_sweep(["--out", str(tmp_path / "sweep"), *args], flags)
@@ -147,13 +161,70 @@ def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: Li
     assert not os.path.exists(tmp_path / "sweep" / "runs")
 
 
+def test_status_of_a_folder_without_a_sweep_is_one_line(tmp_path: Any) -> None:
+    result = run_sweep(["--status", str(tmp_path)], [])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no sweep there" in result.stderr
+
+
+def status(out: str) -> Dict[str, List[str]]:
+    """sweep.py --status OUT as {run: [state, detail]}."""
+    result = run_sweep(["--status", out], [])
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {}
+    for line in result.stdout.splitlines()[1:-1]:
+        name, rest = line.split(None, 1)
+        state = "not started" if rest.startswith("not started") else rest.split()[0]
+        rows[name] = [state, rest[len(state):].strip()]
+    return rows
+
+
+def test_status_shows_every_run_done(sweep: Dict[str, Any]) -> None:
+    rows = status(sweep["out"])
+    assert len(rows) == 12 and all(state == "done" for state, _ in rows.values()), rows
+
+
 def test_runs_go_through_torchrun_with_nproc_per_node(inputs: Dict[str, Any]) -> None:
     """--nproc_per_node 2: each run is a 2-process torchrun job (gloo, one thread each)."""
     out = str(inputs["root"] / "torchrun")
+    # --device cpu: gloo; the last --device wins
     result = run_sweep(["--methods", "prac", "--seeds", "0", "--out", out, "--nproc_per_node", "2",
-                        "--retrain", "none", "--no_report"], [*inputs["flags"], "--device", "cpu"])  # gloo; the last --device wins
+                        "--retrain", "none", "--no_report"], [*inputs["flags"], "--device", "cpu"])
     assert result.returncode == 0, result.stdout + result.stderr
     info = arguments(os.path.join(out, "runs", "prac-seed0"))
     assert info["world_size"] == 2 and info["threads"] == max(1, (os.cpu_count() or 1) // 2)
     with open(os.path.join(out, "logs", "prac-seed0.log")) as handle:
         assert "torch.distributed.run --standalone --nproc_per_node 2" in handle.readline()
+
+
+GRID_VALUES = ["0.0001", "0.0005"]
+
+
+@pytest.mark.full
+def test_a_grid_runs_each_setting_in_its_folder_and_reports_them_apart(inputs: Dict[str, Any]) -> None:
+    """--grid weight_decay=A,B: two setting folders, each with its runs, setting.json and its
+    own report (report.py groups by method within the folder), so the settings are two groups."""
+    out = str(inputs["root"] / "grid")
+    result = run_sweep(["--methods", "imp,prac", "--seeds", "0", "--out", out, "--retrain", "none", "--jobs", "2",
+                        "--grid", f"weight_decay={','.join(GRID_VALUES)}"], inputs["flags"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_grid_reported(out, inputs["flags"])
+    rows = status(out)
+    assert sorted(rows) == sorted(f"weight_decay={value}/{method}-seed0" for value in GRID_VALUES
+                                  for method in ["imp", "prac"])
+    assert all(state == "done" for state, _ in rows.values())
+
+
+def assert_grid_reported(out: str, flags: List[str]) -> None:
+    assert not os.path.exists(os.path.join(out, "runs"))  # the runs live in the settings' folders
+    for value in GRID_VALUES:
+        folder = os.path.join(out, f"weight_decay={value}")
+        with open(os.path.join(folder, "setting.json")) as handle:
+            setting = json.load(handle)
+        assert setting["setting"] == {"--weight_decay": value}
+        assert setting["flags"] == [*flags, "--weight_decay", value]
+        for method in ["imp", "prac"]:
+            assert arguments(os.path.join(folder, "runs", f"{method}-seed0"))["arguments"]["weight_decay"] == \
+                float(value)
+        with open(os.path.join(folder, "report", "aggregate.csv")) as handle:
+            methods = {row["method"] for row in csv.DictReader(handle)}
+        assert methods == {"imp", "prac"}
