@@ -15,7 +15,7 @@ import pytest
 
 from tests import conftest, datasets_on_disk
 from tests.conftest import REPO
-from tests.helpers import assert_same_run
+from tests.helpers import assert_same_run, run_in_process
 from utils import load_checkpoint
 
 METHODS = ["imp", "prac", "random"]
@@ -144,15 +144,6 @@ def test_a_run_killed_mid_sweep_is_resumed_by_relaunching(inputs: Dict[str, Any]
     ([], ["--no_such_flag", "1"], "--no_such_flag is not a flag of"),
     (["--methods", "imp,prac"], ["--epochs", "2"], "give --lr after --"),
     (["--methods", "prac"], ["--lr", "fast"], "main_PrAC_imp.py: argument --lr: invalid float value"),
-    (["--grid", "lr"], [], "write FLAG=V1,V2"),
-    (["--grid", "seed=1,2"], [], "--seed is set by the sweep"),
-    (["--grid", "lr=0.1"], ["--lr", "0.1"], "--lr is also given after --"),
-    (["--grid", "lr=0.1,0.1"], [], "give distinct comma-separated values"),
-    (["--grid", "save_model=1,2"], [], "--save_model is an on/off switch"),
-    (["--methods", "prac", "--grid", "lr=0.1,fast"], [], "main_PrAC_imp.py: argument --lr: invalid float value"),
-    (["--partition", "gpu"], [], "--partition is an option of --launcher slurm"),
-    (["--launcher", "slurm", "--jobs", "2"], [], "--jobs is an option of --launcher local"),
-    (["--launcher", "slurm", "--nproc_per_node", "2", "--cpus_per_run", "1"], [], "--cpus_per_run 1 must be at least"),
 ])
 def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: List[str], message: str) -> None:
     result = run_sweep(["--out", str(tmp_path / "sweep"), *args], flags)
@@ -161,14 +152,42 @@ def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: Li
     assert not os.path.exists(tmp_path / "sweep" / "runs")
 
 
-def test_status_of_a_folder_without_a_sweep_is_one_line(tmp_path: Any) -> None:
-    result = run_sweep(["--status", str(tmp_path)], [])
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no sweep there" in result.stderr
+@pytest.mark.parametrize("args, flags, message", [
+    (["--grid", "lr"], [], "write FLAG=V1,V2"),
+    (["--grid", "seed=1,2"], [], "--seed is set by the sweep"),
+    (["--grid", "lr=0.1"], ["--lr", "0.1"], "--lr is also given after --"),
+    (["--grid", "lr=0.1,0.1"], [], "give distinct comma-separated values"),
+    (["--grid", "lr=0.1", "--grid", "lr=0.2"], [], "--grid names --lr twice"),
+    (["--grid", "save_model=1,2"], [], "--save_model is an on/off switch"),
+    (["--grid", "no_such_flag=1,2"], [], "--no_such_flag is not a flag of"),
+    (["--methods", "prac", "--grid", "lr=0.1,fast"], [], "main_PrAC_imp.py: argument --lr: invalid float value"),
+    (["--methods", "imp,prac", "--grid", "momentum=0.9,0.5"], [], "give --lr after --"),
+    (["--partition", "gpu"], [], "--partition is an option of --launcher slurm"),
+    (["--wait"], [], "--wait is an option of --launcher slurm"),
+    (["--launcher", "slurm", "--jobs", "2"], [], "--jobs is an option of --launcher local"),
+    (["--launcher", "slurm", "--nproc_per_node", "2", "--cpus_per_run", "1"], [], "--cpus_per_run 1 must be at least"),
+    (["--launcher", "slurm", "--gpus_per_run", "-1"], [], "--gpus_per_run -1 must be 0 or more"),
+])
+def test_bad_grid_and_launcher_inputs_get_one_line(tmp_path: Any, args: List[str], flags: List[str],
+                                                    message: str) -> None:
+    result = run_in_process("sweep.py", ["--out", str(tmp_path / "sweep"), *args, "--", *flags])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not os.path.exists(tmp_path / "sweep")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--status", "."], "--status .: no sweep there (no sweep.json)"),
+    (["--methods", "imp"], "give --out DIR"),
+])
+def test_status_without_a_sweep_and_a_sweep_without_out_are_one_line(args: List[str], message: str) -> None:
+    result = run_in_process("sweep.py", args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
 def status(out: str) -> Dict[str, List[str]]:
     """sweep.py --status OUT as {run: [state, detail]}."""
-    result = run_sweep(["--status", out], [])
+    result = run_in_process("sweep.py", ["--status", out])
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {}
     for line in result.stdout.splitlines()[1:-1]:
