@@ -469,6 +469,8 @@ class SlurmLauncher:
                 finished += 1
                 continue
             if state.state in ACTIVE:
+                if state.job_id is None:  # a child of a local sweep that still runs
+                    refuse_active([task], states)
                 kept += 1
                 job_ids[task.key] = state.job_id
                 continue
