@@ -163,14 +163,20 @@ def first_line(text: str) -> str:
     return lines[0] if lines else "(no message)"
 
 
-def pid_alive(pid: int) -> bool:
+def runs_job(pid: int, save_dir: str) -> bool:
+    """Whether process ``pid`` is alive and (where /proc tells) still the run of ``save_dir``,
+    not a later process that got the same pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return os.fsencode(save_dir) in handle.read().split(b"\0")
+    except OSError:
+        return True  # no /proc here: alive is all we know
 
 
 def read_exit(task: Task) -> Optional[Tuple[str, int]]:
@@ -225,7 +231,7 @@ def local_state(task: Task, record: Dict[str, Any]) -> RunState:
         code = record["exit_code"]
         why = f"stopped by signal {-code} with its sweep" if code < 0 else f"exit code {code}"
         return RunState(FAILED, f"{why}; log {task.log}")
-    if record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid", 0))):
+    if record.get("host") == socket.gethostname() and not runs_job(int(record.get("pid", 0)), task.job.save_dir):
         return RunState(FAILED, f"its sweep (pid {record.get('sweep_pid')}) stopped; log {task.log}")
     return RunState(RUNNING, f"pid {record.get('pid')} on {record.get('host')}")
 
@@ -500,7 +506,12 @@ class SlurmLauncher:
     def follow(self, states: Dict[Tuple[str, str], RunState]) -> Dict[Tuple[str, str], RunState]:
         """Waits until no run is queued or running, printing each change of state."""
         while any(state.state in ACTIVE for state in states.values()):
-            time.sleep(POLL_S)
+            try:
+                time.sleep(POLL_S)
+            except KeyboardInterrupt:
+                print("stopped waiting; the jobs go on (sweep.py --status shows them, relaunching resumes)",
+                      file=sys.stderr)
+                sys.exit(130)
             now = states_of(self.tasks)
             for task in self.tasks:
                 before, after = states[task.key], now[task.key]

@@ -201,7 +201,8 @@ def search_settings(flags: Sequence[str]) -> argparse.Namespace:
 
 # ============================================================================ grids
 def parse_grid(items: Sequence[str], flags: Sequence[str]) -> List[Tuple[str, List[str]]]:
-    """``--grid threshold=0,1`` (or ``--grid=--threshold=0,1``) -> [("--threshold", ["0", "1"])]."""
+    """``--grid threshold=0,1`` (or ``--grid=--threshold=0,1``) -> [("--threshold", ["0", "1"])];
+    ``--grid "decreasing_lr=91,136;60,90"`` for values that hold a comma."""
     grid: List[Tuple[str, List[str]]] = []
     given = {flag_name(group) for group in split_flags(flags)}
     for item in items:
@@ -215,7 +216,8 @@ def parse_grid(items: Sequence[str], flags: Sequence[str]) -> List[Tuple[str, Li
             raise UserError(f"--grid {item}: {name} is also given after --; give it in one place")
         if name in (other for other, _ in grid):
             raise UserError(f"--grid names {name} twice; give all its values in one --grid {name[2:]}=V1,V2")
-        parsed = [value.strip() for value in values.split(",") if value.strip()]
+        # values holding a comma (--decreasing_lr 91,136) are separated by ; instead
+        parsed = [value.strip() for value in values.split(";" if ";" in values else ",") if value.strip()]
         if not parsed or len(set(parsed)) != len(parsed):
             raise UserError(f"--grid {item}: give distinct comma-separated values (e.g. {name[2:]}=0,1)")
         actions = [PARSERS[script]()._option_string_actions.get(name) for script in PARSERS]
@@ -332,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--status", metavar="DIR", help="print the state of every run of the sweep in DIR and exit")
     parser.add_argument("--grid", action="append", default=[], metavar="FLAG=V1,V2",
                         help="also sweep a script flag over these values (repeatable: the product of all); "
-                             "each setting gets its own folder DIR/FLAG=V/ and its own report")
+                             "each setting gets its own folder DIR/FLAG=V/ and its own report; separate values "
+                             "by ; when they hold a comma (\"decreasing_lr=91,136;60,90\")")
     parser.add_argument("--nproc_per_node", type=int, default=1, metavar="N",
                         help="run each script under torchrun with N processes (default 1: plain python)")
     parser.add_argument("--retrain", choices=RETRAIN_CHOICES, default="final",

@@ -30,6 +30,12 @@ def one_task(tmp_path: Any, name: str = "a") -> launchers.Task:
     return launchers.tasks_of([make_sweep(out, job(out, name))], grid=False)[0]
 
 
+def test_a_live_pid_of_another_command_is_not_the_run(tmp_path: Any) -> None:
+    task = one_task(tmp_path)
+    launchers.write_record(task, {"launcher": "local", "host": socket.gethostname(), "pid": os.getpid()})
+    assert launchers.states_of([task])[task.key].state == launchers.FAILED
+
+
 def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
@@ -45,11 +51,17 @@ def dead_pid() -> int:
 ])
 def test_a_local_runs_state_comes_from_its_record(tmp_path: Any, record: Any, state: str, detail: str) -> None:
     task = one_task(tmp_path)
-    pid = {"self": os.getpid(), "dead": dead_pid()}.get((record or {}).get("pid"), 0)
+    # a process whose command line holds the run's folder, as the run's script does
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", task.job.save_dir])
+    pid = {"self": alive.pid, "dead": dead_pid()}.get((record or {}).get("pid"), 0)
     if record is not None:
         launchers.write_record(task, {"launcher": "local", "host": socket.gethostname(), **record,
                                       **({"pid": pid} if "pid" in record else {})})
-    seen = launchers.states_of([task])[task.key]
+    try:
+        seen = launchers.states_of([task])[task.key]
+    finally:
+        alive.kill()
+        alive.wait()
     assert (seen.state, seen.detail) == (state, detail.format(log=task.log, pid=pid, host=socket.gethostname()))
     launchers.mark_done(task)
     assert launchers.states_of([task])[task.key].state == launchers.DONE  # the marker wins

@@ -53,7 +53,7 @@ def slurm_sweep(inputs: Dict[str, Any]) -> Dict[str, Any]:
     result = run_sweep([*SWEEP_ARGS, "--out", out, "--launcher", "slurm", "--wait", "--time", "30:00",
                         "--mem", "2G"], inputs["flags"])
     assert result.returncode == 0, result.stdout + result.stderr
-    return {"out": out, "stdout": result.stdout, "seconds": time.time() - started}
+    return {"out": out, "stdout": result.stdout, "flags": inputs["flags"], "seconds": time.time() - started}
 
 
 def run_names(out: str) -> List[str]:
@@ -113,6 +113,12 @@ def test_status_lists_every_slurm_run_done(slurm_sweep: Dict[str, Any], local_sw
     for out in (slurm_sweep["out"], local_sweep):
         rows = status(out)
         assert len(rows) == 8 and all(state == "done" for state, _ in rows.values()), rows
+    # a relaunch of the finished sweep submits nothing and writes the report again
+    os.remove(os.path.join(slurm_sweep["out"], "report", "aggregate.csv"))
+    again = run_sweep([*SWEEP_ARGS, "--out", slurm_sweep["out"], "--launcher", "slurm"], slurm_sweep["flags"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 runs submitted, 0 already queued or running, 8 finished" in again.stdout
+    assert os.path.exists(os.path.join(slurm_sweep["out"], "report", "aggregate.csv"))
 
 
 @pytest.mark.full

@@ -157,6 +157,7 @@ def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: Li
     (["--grid", "seed=1,2"], [], "--seed is set by the sweep"),
     (["--grid", "lr=0.1"], ["--lr", "0.1"], "--lr is also given after --"),
     (["--grid", "lr=0.1,0.1"], [], "give distinct comma-separated values"),
+    (["--methods", "prac", "--grid", "lr=0.1;fast"], [], "main_PrAC_imp.py: argument --lr: invalid float value"),
     (["--grid", "lr=0.1", "--grid", "lr=0.2"], [], "--grid names --lr twice"),
     (["--grid", "save_model=1,2"], [], "--save_model is an on/off switch"),
     (["--grid", "no_such_flag=1,2"], [], "--no_such_flag is not a flag of"),
@@ -183,6 +184,27 @@ def test_bad_grid_and_launcher_inputs_get_one_line(tmp_path: Any, args: List[str
 def test_status_without_a_sweep_and_a_sweep_without_out_are_one_line(args: List[str], message: str) -> None:
     result = run_in_process("sweep.py", args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_grid_with_commas_in_its_values_is_planned_per_value(tmp_path: Any) -> None:
+    result = run_in_process("sweep.py", ["--methods", "prac", "--seeds", "0", "--out", str(tmp_path), "--dry_run",
+                                         "--retrain", "none", "--grid", "decreasing_lr=1,2;3", "--grid", "lr=0.1,0.05"])
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.splitlines()
+    assert len(commands) == 4
+    assert "--decreasing_lr 1,2 --lr 0.05 " in commands[1]
+    assert f"{tmp_path}/decreasing_lr=1,2,lr=0.05/runs" in commands[1]
+    assert "--decreasing_lr 3 --lr 0.1 " in commands[2]
+
+
+def test_a_relaunch_with_another_grid_is_refused(tmp_path: Any) -> None:
+    with open(tmp_path / "sweep.json", "w") as handle:
+        json.dump({"methods": ["prac"], "seeds": [0], "flags": [], "retrain": "none",
+                   "grid": [["--lr", ["0.1", "0.05"]]]}, handle)
+    result = run_in_process("sweep.py", ["--methods", "prac", "--seeds", "0", "--out", str(tmp_path),
+                                         "--retrain", "none", "--grid", "lr=0.1"])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "holds a sweep with other flags (, --retrain none --grid lr=0.1,0.05)" in result.stderr, result.stderr
 
 
 def status(out: str) -> Dict[str, List[str]]:
