@@ -24,6 +24,9 @@ pytestmark = pytest.mark.slurm
 METHODS = ["imp", "prac"]
 SEEDS = [0, 1]
 SWEEP_ARGS = ["--methods", ",".join(METHODS), "--seeds", ",".join(map(str, SEEDS))]
+# As many local runs at once as cores: one thread each whatever the machine, as each SLURM job
+# (1 CPU) gets; a seeded run is identical only with the same thread count.
+LOCAL_JOBS = max(2, os.cpu_count() or 1)
 # Report files whose content does not name a folder (report.md and runs.csv name the runs' paths).
 REPORT_TABLES = ["aggregate.csv", "verdict.csv"]
 
@@ -39,9 +42,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def local_sweep(inputs: Dict[str, Any]) -> str:
-    """The reference: 2 methods x 2 seeds, two runs at a time, one thread each."""
+    """The reference: 2 methods x 2 seeds, one thread each."""
     out = str(inputs["root"] / "local")
-    result = run_sweep([*SWEEP_ARGS, "--out", out, "--jobs", "2"], inputs["flags"])
+    result = run_sweep([*SWEEP_ARGS, "--out", out, "--jobs", str(LOCAL_JOBS)], inputs["flags"])
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
@@ -103,6 +106,9 @@ def test_a_sweep_through_slurm_equals_the_local_one(local_sweep: str, slurm_swee
             command, job = handle.readline(), handle.readline()
         assert command.startswith("$ ") and f"--save_dir {os.path.join(out, 'runs', name)}" in command
         assert job.startswith(f"# slurm job {job_id(out, name)} on ")
+        for folder in (local_sweep, out):
+            with open(os.path.join(folder, "runs", name, "args.json")) as handle:
+                assert json.load(handle)["threads"] == 1
     for table in REPORT_TABLES:
         with open(os.path.join(local_sweep, "report", table)) as a, open(os.path.join(out, "report", table)) as b:
             assert a.read() == b.read(), table
