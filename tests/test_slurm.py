@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from tests import datasets_on_disk
-from tests.test_resume import assert_same_run, assert_same_table
-from tests.test_sweep import GRID_VALUES, assert_grid_reported, run_sweep, status, sweep_flags
+from tests import conftest
+from tests.helpers import (GRID_VALUES, assert_grid_reported, assert_same_run, assert_same_table, run_sweep,
+                           sweep_flags, sweep_status)
 from utils import load_checkpoint
 
 pytestmark = pytest.mark.slurm
@@ -37,7 +38,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), 200, 60)
     split = str(root / "split.npy")
     np.save(split, np.random.default_rng(5).permutation(200))
-    return {"root": root, "flags": sweep_flags(data, split)}
+    return {"root": root, "flags": sweep_flags(data, split, conftest.DEVICE)}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_a_sweep_through_slurm_equals_the_local_one(local_sweep: str, slurm_swee
 @pytest.mark.full
 def test_status_lists_every_slurm_run_done(slurm_sweep: Dict[str, Any], local_sweep: str) -> None:
     for out in (slurm_sweep["out"], local_sweep):
-        rows = status(out)
+        rows = sweep_status(out)
         assert len(rows) == 8 and all(state == "done" for state, _ in rows.values()), rows
     # a relaunch of the finished sweep submits nothing and writes the report again
     os.remove(os.path.join(slurm_sweep["out"], "report", "aggregate.csv"))
@@ -144,7 +145,7 @@ def test_a_scancelled_job_is_finished_by_the_relaunch_exactly(inputs: Dict[str, 
     wait_for(lambda: queue([search, retrain]).get(search) == "CANCELLED"
              and queue([search, retrain]).get(retrain) == "CANCELLED", 120, "both jobs cancelled")
     assert not os.path.exists(os.path.join(out, "runs", "prac-seed1", "final_ticket.pth.tar"))  # killed mid-run
-    rows = status(out)
+    rows = sweep_status(out)
     log = os.path.join(out, "logs", "prac-seed1.log")
     assert rows["prac-seed1"][0] == "failed" and rows["prac-seed1"][1].endswith(f"; log {log}"), rows
     assert f"slurm job {search}" in rows["prac-seed1"][1]
@@ -186,7 +187,7 @@ def test_a_relaunch_while_jobs_are_queued_submits_nothing_twice(tmp_path: Any) -
         assert "0 runs submitted, 4 already queued or running, 0 finished" in again.stdout
         assert [job_id(out, name) for name in names] == ids
         assert set(queue(ids).values()) == {"PENDING"}
-        rows = status(out)
+        rows = sweep_status(out)
         assert [rows[name][0] for name in names] == ["queued"] * 4
         assert rows["prac-seed0"][1] == f"slurm job {ids[2]} (JobHeldUser)"
     finally:
@@ -209,7 +210,7 @@ def test_a_grid_through_slurm_reports_each_setting_apart(inputs: Dict[str, Any])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 runs submitted" in result.stdout
     assert_grid_reported(out, inputs["flags"])
-    rows = status(out)
+    rows = sweep_status(out)
     assert len(rows) == 4 and all(state == "done" for state, _ in rows.values())
     with open(os.path.join(out, f"weight_decay={GRID_VALUES[0]}", "report", "aggregate.csv")) as handle:
         assert {row["method"] for row in csv.DictReader(handle)} == {"imp", "prac"}

@@ -3,36 +3,20 @@
 One small sweep (imp, prac, random x 2 seeds, final tickets retrained, two runs at a time)
 is made once; the tests read its folder. Runs are subprocesses with one thread each.
 """
-import csv
 import json
 import os
-import subprocess
-import sys
 from typing import Any, Dict, List
 
 import numpy as np
 import pytest
 
 from tests import conftest, datasets_on_disk
-from tests.conftest import REPO
-from tests.helpers import assert_same_run, run_in_process
+from tests.helpers import (GRID_VALUES, arguments, assert_grid_reported, assert_same_run, run_in_process, run_sweep,
+                           sweep_flags, sweep_status)
 from utils import load_checkpoint
 
 METHODS = ["imp", "prac", "random"]
 SEEDS = [0, 1]
-
-
-def sweep_flags(data: str, split: str) -> List[str]:
-    return ["--data", data, "--dataset", "fashionmnist", "--split_file", split, "--arch", "res20s",
-            "--epochs", "2", "--decreasing_lr", "1", "--pruning_times", "2", "--prune_type", "rewind_lt",
-            "--rewind_epoch", "1", "--lr", "0.1", "--batch_size", "64", "--no_progress", "--print_freq", "1000",
-            "--device", conftest.DEVICE]
-
-
-def run_sweep(args: List[str], flags: List[str], env: Dict[str, str] = None) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env or {}))
-    return subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *args, "--", *flags],
-                          capture_output=True, text=True, cwd=REPO, env=environment, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +25,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), 200, 60)
     split = str(root / "split.npy")
     np.save(split, np.random.default_rng(5).permutation(200))
-    return {"root": root, "flags": sweep_flags(data, split)}
+    return {"root": root, "flags": sweep_flags(data, split, conftest.DEVICE)}
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +35,6 @@ def sweep(inputs: Dict[str, Any]) -> Dict[str, Any]:
                         "--jobs", "2", "--no_report"], inputs["flags"])
     assert result.returncode == 0, result.stdout + result.stderr
     return {"out": out, "stdout": result.stdout, "flags": inputs["flags"]}
-
-
-def arguments(folder: str) -> Dict[str, Any]:
-    with open(os.path.join(folder, "args.json")) as handle:
-        return json.load(handle)
 
 
 def test_every_method_and_seed_runs_as_the_scripts_own_command(sweep: Dict[str, Any]) -> None:
@@ -120,7 +99,7 @@ def test_a_run_killed_mid_sweep_is_resumed_by_relaunching(inputs: Dict[str, Any]
     killed = run_sweep(args, inputs["flags"], env={"PRAC_LTH_DIE_AFTER_WRITE": "4"})
     assert killed.returncode == 2
     assert "prac-seed1: exit code 17" in killed.stderr and "prac-seed1-retrain-final: not run" in killed.stderr
-    rows = status(out)
+    rows = sweep_status(out)
     log = os.path.join(out, "logs", "prac-seed1.log")
     assert rows["prac-seed1"] == ["failed", f"exit code 17; log {log}"]
     assert rows["prac-seed1-retrain-final"] == ["not started", ""]
@@ -207,20 +186,8 @@ def test_a_relaunch_with_another_grid_is_refused(tmp_path: Any) -> None:
     assert "holds a sweep with other flags (, --retrain none --grid lr=0.1,0.05)" in result.stderr, result.stderr
 
 
-def status(out: str) -> Dict[str, List[str]]:
-    """sweep.py --status OUT as {run: [state, detail]}."""
-    result = run_in_process("sweep.py", ["--status", out])
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = {}
-    for line in result.stdout.splitlines()[1:-1]:
-        name, rest = line.split(None, 1)
-        state = "not started" if rest.startswith("not started") else rest.split()[0]
-        rows[name] = [state, rest[len(state):].strip()]
-    return rows
-
-
 def test_status_shows_every_run_done(sweep: Dict[str, Any]) -> None:
-    rows = status(sweep["out"])
+    rows = sweep_status(sweep["out"])
     assert len(rows) == 12 and all(state == "done" for state, _ in rows.values()), rows
 
 
@@ -237,9 +204,6 @@ def test_runs_go_through_torchrun_with_nproc_per_node(inputs: Dict[str, Any]) ->
         assert "torch.distributed.run --standalone --nproc_per_node 2" in handle.readline()
 
 
-GRID_VALUES = ["0.0001", "0.0005"]
-
-
 @pytest.mark.full
 def test_a_grid_runs_each_setting_in_its_folder_and_reports_them_apart(inputs: Dict[str, Any]) -> None:
     """--grid weight_decay=A,B: two setting folders, each with its runs, setting.json and its
@@ -249,23 +213,7 @@ def test_a_grid_runs_each_setting_in_its_folder_and_reports_them_apart(inputs: D
                         "--grid", f"weight_decay={','.join(GRID_VALUES)}"], inputs["flags"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert_grid_reported(out, inputs["flags"])
-    rows = status(out)
+    rows = sweep_status(out)
     assert sorted(rows) == sorted(f"weight_decay={value}/{method}-seed0" for value in GRID_VALUES
                                   for method in ["imp", "prac"])
     assert all(state == "done" for state, _ in rows.values())
-
-
-def assert_grid_reported(out: str, flags: List[str]) -> None:
-    assert not os.path.exists(os.path.join(out, "runs"))  # the runs live in the settings' folders
-    for value in GRID_VALUES:
-        folder = os.path.join(out, f"weight_decay={value}")
-        with open(os.path.join(folder, "setting.json")) as handle:
-            setting = json.load(handle)
-        assert setting["setting"] == {"--weight_decay": value}
-        assert setting["flags"] == [*flags, "--weight_decay", value]
-        for method in ["imp", "prac"]:
-            assert arguments(os.path.join(folder, "runs", f"{method}-seed0"))["arguments"]["weight_decay"] == \
-                float(value)
-        with open(os.path.join(folder, "report", "aggregate.csv")) as handle:
-            methods = {row["method"] for row in csv.DictReader(handle)}
-        assert methods == {"imp", "prac"}
