@@ -22,8 +22,8 @@ runs, which resume from their newest checkpoint (launchers.py starts the runs). 
     report/                             report.py's output
 
 With ``--grid``, each setting (one value of every grid flag) has that layout in its own folder,
-DIR/<flag>=<value>[,<flag>=<value>...]/, with setting.json (its values and full flags) there,
-and is reported on its own: methods are compared within a setting, never across.
+DIR/<flag>=<value>[,<flag>=<value>...]/, with setting.json (its values and full flags) there;
+DIR/report/ groups the runs by setting: methods are compared within a setting, never across.
 """
 import argparse
 import functools
@@ -334,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--status", metavar="DIR", help="print the state of every run of the sweep in DIR and exit")
     parser.add_argument("--grid", action="append", default=[], metavar="FLAG=V1,V2",
                         help="also sweep a script flag over these values (repeatable: the product of all); "
-                             "each setting gets its own folder DIR/FLAG=V/ and its own report; separate values "
-                             "by ; when they hold a comma (\"decreasing_lr=91,136;60,90\")")
+                             "each setting gets its own folder DIR/FLAG=V/ and its own groups in the report; "
+                             "separate values by ; when they hold a comma (\"decreasing_lr=91,136;60,90\")")
     parser.add_argument("--nproc_per_node", type=int, default=1, metavar="N",
                         help="run each script under torchrun with N processes (default 1: plain python)")
     parser.add_argument("--retrain", choices=RETRAIN_CHOICES, default="final",
@@ -396,12 +396,12 @@ def show_status(folder: str) -> None:
     print(launchers.status_table(tasks, launchers.states_of(tasks)))
 
 
-def write_reports(parts: Sequence[Sweep]) -> None:
-    """report.py on the sweep's folder, or on each grid setting's (one report per setting)."""
-    for part in parts:
-        report = [sys.executable, os.path.join(REPO, "report.py"), part.out]
-        print(f"\n$ {shlex.join(report)}", flush=True)
-        subprocess.run(report, cwd=REPO)
+def write_report(sweep: Sweep) -> None:
+    """report.py on the sweep's folder: it finds the runs at any depth and groups them by their
+    whole setting, so a grid's settings are reported apart and never averaged together."""
+    report = [sys.executable, os.path.join(REPO, "report.py"), sweep.out]
+    print(f"\n$ {shlex.join(report)}", flush=True)
+    subprocess.run(report, cwd=REPO)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -447,7 +447,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         failed = dict(runner.failed)
         finished = not failed
         if not args.no_report:
-            write_reports(parts)
+            write_report(sweep)
     else:
         options = launchers.SlurmOptions(args.partition, args.time, args.cpus_per_run, args.gpus_per_run, args.mem,
                                          args.sbatch, args.wait)
@@ -459,7 +459,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                        if states[task.key].state == launchers.FAILED and task.label not in failed})
         finished = all(states[task.key].state == launchers.DONE for task in tasks)
         if finished and not args.no_report:
-            write_reports(parts)
+            write_report(sweep)
         elif not failed:
             print(f"follow them with: python sweep.py --status {sweep.out}\n"
                   "relaunch the same command once they are done: it resubmits what failed and writes the report",

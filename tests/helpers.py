@@ -199,7 +199,7 @@ def sweep_status(out: str) -> Dict[str, List[str]]:
 
 def assert_grid_reported(out: str, flags: List[str]) -> None:
     """A --grid weight_decay=GRID_VALUES sweep of imp and prac: one folder per setting with its
-    setting.json, its runs and its own report, so the two settings are two groups."""
+    setting.json and its runs; the sweep's report has the two settings as two groups."""
     assert not os.path.exists(os.path.join(out, "runs"))  # the runs live in the settings' folders
     for value in GRID_VALUES:
         folder = os.path.join(out, f"weight_decay={value}")
@@ -210,4 +210,7 @@ def assert_grid_reported(out: str, flags: List[str]) -> None:
         for method in ["imp", "prac"]:
             assert arguments(os.path.join(folder, "runs", f"{method}-seed0"))["arguments"]["weight_decay"] == \
                 float(value)
-        assert {row["method"] for row in read_csv(os.path.join(folder, "report", "aggregate.csv"))} == {"imp", "prac"}
+    groups: Dict[str, set] = {}
+    for row in read_csv(os.path.join(out, "report", "aggregate.csv")):
+        groups.setdefault(row["setting"], set()).add(row["method"])
+    assert groups == {f"weight_decay {value}": {"imp", "prac"} for value in GRID_VALUES}

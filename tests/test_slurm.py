@@ -4,7 +4,6 @@ single-node one; CI's .ci/run does). Skipped, with the reason printed, when ``si
 The reference is the same tiny sweep run by the local launcher with one thread per run; each
 SLURM job gets one CPU, hence one thread, so the two must agree bit for bit.
 """
-import csv
 import json
 import os
 import subprocess
@@ -212,5 +211,3 @@ def test_a_grid_through_slurm_reports_each_setting_apart(inputs: Dict[str, Any])
     assert_grid_reported(out, inputs["flags"])
     rows = sweep_status(out)
     assert len(rows) == 4 and all(state == "done" for state, _ in rows.values())
-    with open(os.path.join(out, f"weight_decay={GRID_VALUES[0]}", "report", "aggregate.csv")) as handle:
-        assert {row["method"] for row in csv.DictReader(handle)} == {"imp", "prac"}
