@@ -1,36 +1,47 @@
-"""Replicates: every method x seed as the scripts' own commands, their tickets retrained, one report.
+"""Replicates: every method x seed (x grid setting) as the scripts' own commands, their tickets
+retrained, one report per setting; on this machine or as SLURM jobs.
 
     python sweep.py --methods imp,prac,random --seeds 0,1,2 --out DIR [--jobs N] -- <script flags>
+    python sweep.py ... --launcher slurm [--partition P --time 4:00:00 --cpus_per_run 4 --gpus_per_run 1
+                        --mem 16G --sbatch=--account=abc --wait] -- <script flags>
+    python sweep.py ... --grid threshold=0,1 --grid data_rate=0.2,0.3 -- <script flags>
+    python sweep.py --status DIR
 
 ``imp`` runs main_imp.py; every other method runs main_PrAC_imp.py with ``--select METHOD``.
 Each run's tickets are then retrained with main_train.py (``--retrain final|all|none``), and
 report.py summarises the sweep with its verdict. Relaunching the same command skips finished
-runs and resumes interrupted ones from their newest checkpoint. Layout of DIR:
+runs, leaves queued or running SLURM jobs alone, and restarts failed, cancelled or interrupted
+runs, which resume from their newest checkpoint (launchers.py starts the runs). Layout of DIR:
 
-    sweep.json                          methods, seeds, flags (what a relaunch must match)
+    sweep.json                          methods, seeds, flags, grid (what a relaunch must match)
     runs/<method>-seed<seed>/           a search run's --save_dir
     retrain/<method>-seed<seed>-<k>/    main_train.py on that run's round-k ticket (k = final or 1, 2, ...)
     logs/<name>.log                     each run's output, headed by its command
     done/<name>                         written when a run's command exited 0
+    jobs/<name>.json                    the run's newest attempt (local pid or SLURM job id; exit code)
     report/                             report.py's output
+
+With ``--grid``, each setting (one value of every grid flag) has that layout in its own folder,
+DIR/<flag>=<value>[,<flag>=<value>...]/, with setting.json (its values and full flags) there;
+DIR/report/ groups the runs by setting: methods are compared within a setting, never across.
 """
 import argparse
 import functools
+import itertools
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import launchers
 import main_imp
 import main_PrAC_imp
 import main_train
 from prac import SELECTION_RULES
-from utils import RunPaths, UserError, atomic_write, run_cli
+from utils import UserError, atomic_write, run_cli
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = {"imp": "main_imp.py", "search": "main_PrAC_imp.py", "retrain": "main_train.py"}
@@ -46,6 +57,8 @@ RETRAIN_CHOICES = ("final", "all", "none")
 CONTROLS = {"reinit": ["--mask_dir"], "random_mask": ["--init_dir", "--mask_dir", "--random_mask"]}
 # In a sweep, random draws each round as many examples as this method's run of the same seed.
 SIZE_SOURCE = {"random": "prac"}
+LAUNCHERS = ("local", "slurm")
+SETTING_INFO = "setting.json"  # in each grid setting's folder: its values and its full flags
 # Several small runs share a GPU well (they are launch-bound); not yet measured on a GPU.
 CUDA_JOBS_PER_GPU = 2
 
@@ -74,6 +87,7 @@ class Sweep:
     seeds: List[int]
     flags: List[str]
     retrain: str
+    grid: List[Tuple[str, List[str]]] = field(default_factory=list)  # (--flag, values), in the order given
     jobs: List[Job] = field(default_factory=list)
     controls: List[str] = field(default_factory=list)  # of CONTROLS, beside every retrained ticket
 
@@ -224,24 +238,112 @@ def search_settings(flags: Sequence[str]) -> argparse.Namespace:
     return main_imp.build_parser().parse_args(flags_for("main_imp.py", flags) + ["--save_dir", "x"])
 
 
+# ============================================================================ grids
+def parse_grid(items: Sequence[str], flags: Sequence[str]) -> List[Tuple[str, List[str]]]:
+    """``--grid threshold=0,1`` (or ``--grid=--threshold=0,1``) -> [("--threshold", ["0", "1"])];
+    ``--grid "decreasing_lr=91,136;60,90"`` for values that hold a comma."""
+    grid: List[Tuple[str, List[str]]] = []
+    given = {flag_name(group) for group in split_flags(flags)}
+    for item in items:
+        name, equals, values = item.partition("=")
+        name = "--" + name.strip().lstrip("-")
+        if not equals or name == "--":
+            raise UserError(f"--grid {item}: write FLAG=V1,V2 (e.g. --grid threshold=0,1)")
+        if name in SWEEP_OWNED:
+            raise UserError(f"--grid {item}: {name} is set by the sweep for every run")
+        if name in given:
+            raise UserError(f"--grid {item}: {name} is also given after --; give it in one place")
+        if name in (other for other, _ in grid):
+            raise UserError(f"--grid names {name} twice; give all its values in one --grid {name[2:]}=V1,V2")
+        # values holding a comma (--decreasing_lr 91,136) are separated by ; instead
+        parsed = [value.strip() for value in values.split(";" if ";" in values else ",") if value.strip()]
+        if not parsed or len(set(parsed)) != len(parsed):
+            raise UserError(f"--grid {item}: give distinct comma-separated values (e.g. {name[2:]}=0,1)")
+        actions = [PARSERS[script]()._option_string_actions.get(name) for script in PARSERS]
+        if any(action is not None and action.nargs == 0 for action in actions):
+            raise UserError(f"--grid {item}: {name} is an on/off switch without a value; a grid varies values")
+        grid.append((name, parsed))
+    return grid
+
+
+def grid_settings(grid: Sequence[Tuple[str, Sequence[str]]]) -> List[List[Tuple[str, str]]]:
+    """Every combination of the grid's values: [(--flag, value), ...] per setting."""
+    names = [name for name, _ in grid]
+    return [list(zip(names, values)) for values in itertools.product(*(values for _, values in grid))]
+
+
+def setting_folder(setting: Sequence[Tuple[str, str]]) -> str:
+    """A setting's folder name, e.g. ``threshold=0,data_rate=0.2`` (a path's / becomes _)."""
+    return ",".join(f"{name[2:]}={value.replace(os.sep, '_')}" for name, value in setting)
+
+
+def setting_flags(setting: Sequence[Tuple[str, str]]) -> List[str]:
+    return [token for name, value in setting for token in (name, value)]
+
+
+def sweeps_of(sweep: Sweep) -> List[Sweep]:
+    """The sweep itself, or with a grid one Sweep per setting in its own folder; jobs planned."""
+    if not sweep.grid:
+        sweep.jobs = plan_jobs(sweep, search_settings(sweep.flags).pruning_times)
+        return [sweep]
+    settings = grid_settings(sweep.grid)
+    folders = [setting_folder(setting) for setting in settings]
+    if len(set(folders)) != len(folders):
+        raise UserError(f"two grid settings would share a folder name ({', '.join(folders)}); change the values")
+    parts = []
+    for setting, folder in zip(settings, folders):
+        part = Sweep(sweep.path(folder), sweep.methods, sweep.seeds, [*sweep.flags, *setting_flags(setting)],
+                     sweep.retrain, controls=sweep.controls)
+        part.jobs = plan_jobs(part, search_settings(part.flags).pruning_times)
+        parts.append(part)
+    return parts
+
+
 def record_sweep(sweep: Sweep) -> None:
-    """Writes sweep.json, or checks a relaunch against it: same flags and retraining;
-    methods and seeds may grow (adding seeds to a finished sweep is how replicates accrue)."""
+    """Writes sweep.json, or checks a relaunch against it:
+    same flags, grid and retraining; methods, seeds and controls may grow (adding seeds to a
+    finished sweep is how replicates accrue)."""
     path = sweep.path("sweep.json")
+    grid = [[name, list(values)] for name, values in sweep.grid]
     if os.path.exists(path):
-        try:
-            with open(path) as handle:
-                saved = json.load(handle)
-        except (OSError, ValueError) as error:
-            raise UserError(f"{path} cannot be read ({error}); move it away to start a new sweep there") from None
-        if saved.get("flags") != list(sweep.flags) or saved.get("retrain") != sweep.retrain:
+        saved = read_sweep_json(path)
+        if saved.get("flags") != list(sweep.flags) or saved.get("retrain") != sweep.retrain \
+                or saved.get("grid", []) != grid:
             raise UserError(f"{sweep.out} holds a sweep with other flags ({shlex.join(saved.get('flags', []))}, "
-                            f"--retrain {saved.get('retrain')}); use those, or another --out")
+                            f"--retrain {saved.get('retrain')}{grid_text(saved.get('grid', []))}); use those, "
+                            "or another --out")
         sweep.methods = list(dict.fromkeys([*saved.get("methods", []), *sweep.methods]))
         sweep.seeds = list(dict.fromkeys([*saved.get("seeds", []), *sweep.seeds]))
+        sweep.controls = list(dict.fromkeys([*saved.get("controls", []), *sweep.controls]))
     os.makedirs(sweep.out, exist_ok=True)
-    record = {"methods": sweep.methods, "seeds": sweep.seeds, "flags": list(sweep.flags), "retrain": sweep.retrain}
+    record = {"methods": sweep.methods, "seeds": sweep.seeds, "flags": list(sweep.flags), "retrain": sweep.retrain,
+              "controls": sweep.controls}
+    if grid:
+        record["grid"] = grid
     atomic_write(path, lambda handle: json.dump(record, handle, indent=2), mode="w")
+
+
+def record_settings(parts: Sequence[Sweep], base_flags: Sequence[str]) -> None:
+    """Each grid setting's folder gets setting.json: its values and the full flags of its runs."""
+    for part in parts:
+        os.makedirs(part.out, exist_ok=True)
+        values = part.flags[len(base_flags):]  # setting_flags: --flag value pairs
+        setting = {"setting": dict(zip(values[::2], values[1::2])), "flags": part.flags, "methods": part.methods,
+                   "seeds": part.seeds, "retrain": part.retrain}
+        atomic_write(part.path(SETTING_INFO), lambda handle, setting=setting: json.dump(setting, handle, indent=2),
+                     mode="w")
+
+
+def grid_text(grid: Sequence[Sequence]) -> str:
+    return "".join(f" --grid {name[2:]}={','.join(values)}" for name, values in grid)
+
+
+def read_sweep_json(path: str) -> Dict:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({error}); move it away to start a new sweep there") from None
 
 
 def uses_cuda(device: str) -> bool:
@@ -258,110 +360,23 @@ def default_jobs(cuda: bool) -> int:
     return 1
 
 
-class Runner:
-    """Runs the jobs ``parallel`` at a time, each after the job it depends on."""
-
-    def __init__(self, sweep: Sweep, parallel: int, cuda: bool, python: str, processes: int = 1):
-        self.sweep, self.parallel, self.cuda, self.python = sweep, parallel, cuda, python
-        self.processes = processes  # per run, through torchrun
-        cores = os.cpu_count() or 1
-        # Split the cores: two 2-thread processes on 2 cores run ~17x slower than one.
-        self.threads = max(1, cores // (parallel * processes))
-        self.gpus = 0
-        if cuda:
-            import torch
-            self.gpus = torch.cuda.device_count()
-        self.failed: Dict[str, str] = {}
-
-    def environment(self, slot: int) -> Dict[str, str]:
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        if self.cuda and self.gpus:
-            # one GPU per process, round robin (a torchrun job gets --nproc_per_node of them)
-            first = slot * self.processes
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str((first + k) % self.gpus) for k in range(self.processes))
-        return env
-
-    def start(self, job: Job, slot: int) -> subprocess.Popen:
-        resume = RunPaths(job.save_dir).newest_checkpoint() is not None
-        command = job.command(self.python, resume, self.processes)
-        os.makedirs(self.sweep.path("logs"), exist_ok=True)
-        log = open(self.sweep.path("logs", f"{job.name}.log"), "a")
-        log.write(f"$ {shlex.join(command)}\n")
-        log.flush()
-        print(f"{time.strftime('%H:%M:%S')} start {job.name}{' (resuming)' if resume else ''}", flush=True)
-        process = subprocess.Popen(command, cwd=REPO, env=self.environment(slot), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        return process
-
-    def blocked_reason(self, job: Job) -> Optional[str]:
-        if job.after in self.failed:
-            return f"{job.after} failed"
-        if job.needs_file and job.after and self.sweep.is_done(self.job(job.after)) \
-                and not os.path.exists(job.needs_file):
-            return f"{job.after} finished without writing {job.needs_file}"
-        return None
-
-    def job(self, name: str) -> Job:
-        return next(job for job in self.sweep.jobs if job.name == name)
-
-    def run(self) -> None:
-        pending = [job for job in self.sweep.jobs if not self.sweep.is_done(job)]
-        skipped = len(self.sweep.jobs) - len(pending)
-        if skipped:
-            print(f"{skipped} of {len(self.sweep.jobs)} runs already finished; skipping them")
-        running: Dict[int, tuple] = {}  # slot -> (job, process)
-        try:
-            while pending or running:
-                for slot, (job, process) in list(running.items()):
-                    code = process.poll()
-                    if code is None:
-                        continue
-                    del running[slot]
-                    if code == 0:
-                        os.makedirs(self.sweep.path("done"), exist_ok=True)
-                        atomic_write(self.sweep.done_marker(job), lambda handle: handle.write(b"ok\n"))
-                        print(f"{time.strftime('%H:%M:%S')} done  {job.name}", flush=True)
-                    else:
-                        self.failed[job.name] = f"exit code {code}; see {self.sweep.path('logs', job.name + '.log')}"
-                        print(f"{time.strftime('%H:%M:%S')} FAILED {job.name}: {self.failed[job.name]}", flush=True)
-                for job in list(pending):
-                    reason = self.blocked_reason(job)
-                    if reason:
-                        pending.remove(job)
-                        self.failed[job.name] = f"not run: {reason}"
-                        continue
-                    free = [slot for slot in range(self.parallel) if slot not in running]
-                    if not free:
-                        break
-                    if job.after and not self.sweep.is_done(self.job(job.after)):
-                        continue
-                    pending.remove(job)
-                    running[free[0]] = (job, self.start(job, free[0]))
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            print("interrupted: relaunch the same command to resume the unfinished runs", file=sys.stderr)
-            sys.exit(130)
-        finally:
-            # No run outlives the sweep: an orphan would hold its save_dir's lock on relaunch.
-            for job, process in running.values():
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Run methods x seeds with the scripts, retrain their tickets, report the verdict.",
-        usage="python sweep.py --methods imp,prac,random --seeds 0,1,2 --out DIR [--jobs N] -- <script flags>")
+        description="Run methods x seeds (x grid settings) with the scripts, on this machine or as SLURM jobs, "
+                    "retrain their tickets, report the verdict per setting.",
+        usage="python sweep.py --methods imp,prac,random --seeds 0,1,2 --out DIR [--jobs N] "
+              "[--launcher slurm ...] [--grid FLAG=V1,V2 ...] -- <script flags>\n"
+              "       python sweep.py --status DIR")
     parser.add_argument("--methods", default="imp,prac,random",
                         help=f"comma-separated: imp and/or selection rules ({', '.join(SELECTION_RULES)}); "
                              "default imp,prac,random")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="the sweep's folder")
-    parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="runs at once (default: 1 on a CPU, with all its cores; on CUDA "
-                             f"{CUDA_JOBS_PER_GPU} per GPU, one GPU per process); the CPU cores are split among them")
+    parser.add_argument("--out", metavar="DIR", help="the sweep's folder (required unless --status)")
+    parser.add_argument("--status", metavar="DIR", help="print the state of every run of the sweep in DIR and exit")
+    parser.add_argument("--grid", action="append", default=[], metavar="FLAG=V1,V2",
+                        help="also sweep a script flag over these values (repeatable: the product of all); "
+                             "each setting gets its own folder DIR/FLAG=V/ and its own groups in the report; "
+                             "separate values by ; when they hold a comma (\"decreasing_lr=91,136;60,90\")")
     parser.add_argument("--nproc_per_node", type=int, default=1, metavar="N",
                         help="run each script under torchrun with N processes (default 1: plain python)")
     parser.add_argument("--retrain", choices=RETRAIN_CHOICES, default="final",
@@ -373,7 +388,66 @@ def build_parser() -> argparse.ArgumentParser:
                              "see docs/controls.md (default: none)")
     parser.add_argument("--no_report", action="store_true", help="do not run report.py at the end")
     parser.add_argument("--dry_run", action="store_true", help="print the commands and exit")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help="local: runs as child processes here (default); slurm: every run one SLURM job (sbatch)")
+    local = parser.add_argument_group("--launcher local")
+    local.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="runs at once (default: 1 on a CPU, with all its cores; on CUDA "
+                            f"{CUDA_JOBS_PER_GPU} per GPU, one GPU per process); the CPU cores are split among them")
+    slurm = parser.add_argument_group("--launcher slurm (each option default: the cluster's)")
+    slurm.add_argument("--partition", default=None, metavar="NAME", help="sbatch --partition")
+    slurm.add_argument("--time", default=None, metavar="LIMIT",
+                       help="sbatch --time per run, e.g. 4:00:00; a run stopped by it resumes when relaunched")
+    slurm.add_argument("--cpus_per_run", type=int, default=None, metavar="N",
+                       help="sbatch --cpus-per-task (default: --nproc_per_node); the threads per process follow it")
+    slurm.add_argument("--gpus_per_run", type=int, default=0, metavar="N", help="sbatch --gres=gpu:N (default 0)")
+    slurm.add_argument("--mem", default=None, metavar="SIZE", help="sbatch --mem per run, e.g. 16G")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="LINE",
+                       help="one more #SBATCH line, e.g. --sbatch=--account=abc or --sbatch qos=high (repeatable)")
+    slurm.add_argument("--wait", action="store_true",
+                       help="stay until every run has left the queue, then report (default: submit and exit)")
     return parser
+
+
+SLURM_ONLY = ("partition", "time", "cpus_per_run", "gpus_per_run", "mem", "sbatch", "wait")
+
+
+def check_launcher_args(args: argparse.Namespace) -> None:
+    defaults = build_parser().parse_args([])
+    if args.launcher == "local":
+        for name in SLURM_ONLY:
+            if getattr(args, name) != getattr(defaults, name):
+                raise UserError(f"--{name} is an option of --launcher slurm")
+    elif args.jobs is not None:
+        raise UserError("--jobs is an option of --launcher local: with slurm every run is its own job")
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs} must be at least 1")
+    if args.nproc_per_node < 1:
+        raise UserError(f"--nproc_per_node {args.nproc_per_node} must be at least 1")
+    if args.cpus_per_run is not None and args.cpus_per_run < args.nproc_per_node:
+        raise UserError(f"--cpus_per_run {args.cpus_per_run} must be at least --nproc_per_node {args.nproc_per_node}")
+    if args.gpus_per_run < 0:
+        raise UserError(f"--gpus_per_run {args.gpus_per_run} must be 0 or more")
+
+
+def show_status(folder: str) -> None:
+    """One table of every planned run's state, whichever launcher started it."""
+    path = os.path.join(folder, "sweep.json")
+    if not os.path.isfile(path):
+        raise UserError(f"--status {folder}: no sweep there (no sweep.json)")
+    saved = read_sweep_json(path)
+    sweep = Sweep(os.path.abspath(folder), saved.get("methods", []), saved.get("seeds", []), saved.get("flags", []),
+                  saved.get("retrain", "final"), [(name, values) for name, values in saved.get("grid", [])])
+    tasks = launchers.tasks_of(sweeps_of(sweep), bool(sweep.grid))
+    print(launchers.status_table(tasks, launchers.states_of(tasks)))
+
+
+def write_report(sweep: Sweep) -> None:
+    """report.py on the sweep's folder: it finds the runs at any depth and groups them by their
+    whole setting, so a grid's settings are reported apart and never averaged together."""
+    report = [sys.executable, os.path.join(REPO, "report.py"), sweep.out]
+    print(f"\n$ {shlex.join(report)}", flush=True)
+    subprocess.run(report, cwd=REPO)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -383,39 +457,65 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cut = argv.index("--")
         argv, flags = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if args.status is not None:
+        show_status(args.status)
+        return
+    if args.out is None:
+        raise UserError("give --out DIR, the sweep's folder (or --status DIR to see a sweep's runs)")
     methods = parse_list(args.methods, "methods")
     for method in methods:
         script_for(method)
     seeds = parse_seeds(args.seeds)
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs} must be at least 1")
-    if args.nproc_per_node < 1:
-        raise UserError(f"--nproc_per_node {args.nproc_per_node} must be at least 1")
-    check_flags(methods, flags)
-    sweep = Sweep(os.path.abspath(args.out), methods, seeds, flags, args.retrain,
+    check_launcher_args(args)
+    grid = parse_grid(args.grid, flags)
+    for setting in grid_settings(grid) if grid else [[]]:
+        check_flags(methods, [*flags, *setting_flags(setting)])
+    sweep = Sweep(os.path.abspath(args.out), methods, seeds, flags, args.retrain, grid,
                   controls=parse_controls(args.controls))
     if not args.dry_run:
         record_sweep(sweep)
-    settings = search_settings(flags)
-    sweep.jobs = plan_jobs(sweep, settings.pruning_times)
-    cuda = uses_cuda(settings.device)
-    parallel = args.jobs or (max(1, default_jobs(cuda) // args.nproc_per_node) if cuda else 1)
+    parts = sweeps_of(sweep)
+    if grid and not args.dry_run:
+        record_settings(parts, flags)
+    tasks = launchers.tasks_of(parts, bool(grid))
     if args.dry_run:
-        for job in sweep.jobs:
-            print(shlex.join(job.command("python", False, args.nproc_per_node)))
+        for task in tasks:
+            print(shlex.join(task.job.command("python", False, args.nproc_per_node)))
         return
-    print(f"sweep: {len(sweep.methods)} methods x {len(sweep.seeds)} seeds, {len(sweep.jobs)} runs, "
-          f"{parallel} at a time, in {sweep.out}", flush=True)
-    runner = Runner(sweep, parallel, cuda, sys.executable, args.nproc_per_node)
-    runner.run()
-    if not args.no_report:
-        report = [sys.executable, os.path.join(REPO, "report.py"), sweep.out]
-        print(f"\n$ {shlex.join(report)}", flush=True)
-        subprocess.run(report, cwd=REPO)
-    if runner.failed:
-        lines = "\n".join(f"  {name}: {why}" for name, why in runner.failed.items())
-        raise UserError(f"{len(runner.failed)} runs did not finish:\n{lines}\n"
-                        "fix the cause and relaunch the same command: finished runs are skipped")
+    where = f"in {sweep.out}" + (f", {len(parts)} grid settings" if grid else "")
+    runs = f"{len(sweep.methods)} methods x {len(sweep.seeds)} seeds, {len(tasks)} runs"
+    command = lambda job, python, resume, processes: job.command(python, resume, processes)
+    if args.launcher == "local":
+        cuda = uses_cuda(search_settings(flags).device)
+        parallel = args.jobs or (max(1, default_jobs(cuda) // args.nproc_per_node) if cuda else 1)
+        print(f"sweep: {runs}, {parallel} at a time, {where}", flush=True)
+        runner = launchers.LocalLauncher(tasks, parallel, cuda, sys.executable, command, args.nproc_per_node)
+        runner.run()
+        failed = dict(runner.failed)
+        finished = not failed
+        if not args.no_report:
+            write_report(sweep)
+    else:
+        options = launchers.SlurmOptions(args.partition, args.time, args.cpus_per_run, args.gpus_per_run, args.mem,
+                                         args.sbatch, args.wait)
+        print(f"sweep: {runs} as SLURM jobs, {where}", flush=True)
+        runner = launchers.SlurmLauncher(tasks, options, sys.executable, command, args.nproc_per_node)
+        states = runner.run()
+        failed = dict(runner.failed)
+        failed.update({task.label: states[task.key].detail for task in tasks
+                       if states[task.key].state == launchers.FAILED and task.label not in failed})
+        finished = all(states[task.key].state == launchers.DONE for task in tasks)
+        if finished and not args.no_report:
+            write_report(sweep)
+        elif not failed:
+            print(f"follow them with: python sweep.py --status {sweep.out}\n"
+                  "relaunch the same command once they are done: it resubmits what failed and writes the report",
+                  flush=True)
+    if failed:
+        lines = "\n".join(f"  {name}: {why}" for name, why in failed.items())
+        raise UserError(f"{len(failed)} runs did not finish:\n{lines}\n"
+                        "fix the cause and relaunch the same command: finished runs are skipped"
+                        + (", queued and running ones left alone" if args.launcher == "slurm" else ""))
 
 
 if __name__ == "__main__":

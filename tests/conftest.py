@@ -3,7 +3,7 @@ device the end-to-end tests run on (``pytest --device cpu|cuda``, default cpu)."
 import os
 import subprocess
 import sys
-from typing import List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -46,7 +46,31 @@ def pytest_configure(config: pytest.Config) -> None:
                                 f"(built with CUDA {torch.version.cuda}); run with --device cpu")
 
 
+SLURM_SKIPPED: List[str] = []  # why the slurm tests were skipped, printed after the run
+
+
+def slurm_unavailable() -> Optional[str]:
+    """Why no SLURM scheduler answers here (sinfo fails), or None when one does."""
+    try:
+        result = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=20)
+    except FileNotFoundError:
+        return "no SLURM here (sinfo is not installed); start one with: bash .ci/slurm.sh start"
+    except subprocess.TimeoutExpired:
+        return "the SLURM controller did not answer sinfo in 20 s"
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["no message"])[0]
+        return f"no SLURM scheduler answers (sinfo: {message}); start one with: bash .ci/slurm.sh start"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    if any(item.get_closest_marker("slurm") for item in items):
+        reason = slurm_unavailable()
+        if reason:
+            SLURM_SKIPPED.append(reason)
+            for item in items:
+                if item.get_closest_marker("slurm"):
+                    item.add_marker(pytest.mark.skip(reason=f"slurm: {reason}"))
     for item in items:
         if DEVICE != "cpu" and item.get_closest_marker("cpu_only"):
             item.add_marker(pytest.mark.skip(reason="cpu_only: runs with --device cpu"))
@@ -54,6 +78,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
             item.add_marker(pytest.mark.skip(reason="cuda_only: runs with --device cuda"))
         if not config.getoption("--full") and item.get_closest_marker("full"):
             item.add_marker(pytest.mark.skip(reason="full tier: run with --full"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for reason in SLURM_SKIPPED:
+        terminalreporter.write_line(f"tests marked slurm skipped: {reason}")
 
 
 @pytest.fixture(scope="session")

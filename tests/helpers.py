@@ -3,6 +3,7 @@ import contextlib
 import csv
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -176,3 +177,59 @@ def published_cifar_resnet_keys(blocks: int) -> List[str]:
             p = f"layer{stage}.{block}"
             keys += [f"{p}.conv1.weight", *bn_keys(f"{p}.bn1"), f"{p}.conv2.weight", *bn_keys(f"{p}.bn2")]
     return keys + ["fc.weight", "fc.bias"]
+
+
+# ============================================================================ sweeps
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID_VALUES = ["0.0001", "0.0005"]  # the grid tests' --grid weight_decay=...
+
+
+def sweep_flags(data: str, split: str, device: str) -> List[str]:
+    """Script flags of a tiny sweep on the 200-image Fashion-MNIST set (2 rounds of 2 epochs)."""
+    return ["--data", data, "--dataset", "fashionmnist", "--split_file", split, "--arch", "res20s",
+            "--epochs", "2", "--decreasing_lr", "1", "--pruning_times", "2", "--prune_type", "rewind_lt",
+            "--rewind_epoch", "1", "--lr", "0.1", "--batch_size", "64", "--no_progress", "--print_freq", "1000",
+            "--device", device]
+
+
+def run_sweep(args: List[str], flags: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *args, "--", *flags],
+                          capture_output=True, text=True, cwd=REPO, env=environment, timeout=900)
+
+
+def arguments(folder: str) -> Dict[str, Any]:
+    """A run folder's args.json."""
+    with open(os.path.join(folder, "args.json")) as handle:
+        return json.load(handle)
+
+
+def sweep_status(out: str) -> Dict[str, List[str]]:
+    """sweep.py --status OUT as {run: [state, detail]}."""
+    result = run_in_process("sweep.py", ["--status", out])
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {}
+    for line in result.stdout.splitlines()[1:-1]:
+        name, rest = line.split(None, 1)
+        state = "not started" if rest.startswith("not started") else rest.split()[0]
+        rows[name] = [state, rest[len(state):].strip()]
+    return rows
+
+
+def assert_grid_reported(out: str, flags: List[str]) -> None:
+    """A --grid weight_decay=GRID_VALUES sweep of imp and prac: one folder per setting with its
+    setting.json and its runs; the sweep's report has the two settings as two groups."""
+    assert not os.path.exists(os.path.join(out, "runs"))  # the runs live in the settings' folders
+    for value in GRID_VALUES:
+        folder = os.path.join(out, f"weight_decay={value}")
+        with open(os.path.join(folder, "setting.json")) as handle:
+            setting = json.load(handle)
+        assert setting["setting"] == {"--weight_decay": value}
+        assert setting["flags"] == [*flags, "--weight_decay", value]
+        for method in ["imp", "prac"]:
+            assert arguments(os.path.join(folder, "runs", f"{method}-seed0"))["arguments"]["weight_decay"] == \
+                float(value)
+    groups: Dict[str, set] = {}
+    for row in read_csv(os.path.join(out, "report", "aggregate.csv")):
+        groups.setdefault(row["setting"], set()).add(row["method"])
+    assert groups == {f"weight_decay {value}": {"imp", "prac"} for value in GRID_VALUES}

@@ -5,33 +5,18 @@ is made once; the tests read its folder. Runs are subprocesses with one thread e
 """
 import json
 import os
-import subprocess
-import sys
 from typing import Any, Dict, List
 
 import numpy as np
 import pytest
 
 from tests import conftest, datasets_on_disk
-from tests.conftest import REPO
-from tests.helpers import assert_same_run
+from tests.helpers import (GRID_VALUES, arguments, assert_grid_reported, assert_same_run, run_in_process, run_sweep,
+                           sweep_flags, sweep_status)
 from utils import load_checkpoint
 
 METHODS = ["imp", "prac", "random"]
 SEEDS = [0, 1]
-
-
-def sweep_flags(data: str, split: str) -> List[str]:
-    return ["--data", data, "--dataset", "fashionmnist", "--split_file", split, "--arch", "res20s",
-            "--epochs", "2", "--decreasing_lr", "1", "--pruning_times", "2", "--prune_type", "rewind_lt",
-            "--rewind_epoch", "1", "--lr", "0.1", "--batch_size", "64", "--no_progress", "--print_freq", "1000",
-            "--device", conftest.DEVICE]
-
-
-def run_sweep(args: List[str], flags: List[str], env: Dict[str, str] = None) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env or {}))
-    return subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *args, "--", *flags],
-                          capture_output=True, text=True, cwd=REPO, env=environment, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +25,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), 200, 60)
     split = str(root / "split.npy")
     np.save(split, np.random.default_rng(5).permutation(200))
-    return {"root": root, "flags": sweep_flags(data, split)}
+    return {"root": root, "flags": sweep_flags(data, split, conftest.DEVICE)}
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +35,6 @@ def sweep(inputs: Dict[str, Any]) -> Dict[str, Any]:
                         "--jobs", "2", "--no_report"], inputs["flags"])
     assert result.returncode == 0, result.stdout + result.stderr
     return {"out": out, "stdout": result.stdout, "flags": inputs["flags"]}
-
-
-def arguments(folder: str) -> Dict[str, Any]:
-    with open(os.path.join(folder, "args.json")) as handle:
-        return json.load(handle)
 
 
 def test_every_method_and_seed_runs_as_the_scripts_own_command(sweep: Dict[str, Any]) -> None:
@@ -119,6 +99,10 @@ def test_a_run_killed_mid_sweep_is_resumed_by_relaunching(inputs: Dict[str, Any]
     killed = run_sweep(args, inputs["flags"], env={"PRAC_LTH_DIE_AFTER_WRITE": "4"})
     assert killed.returncode == 2
     assert "prac-seed1: exit code 17" in killed.stderr and "prac-seed1-retrain-final: not run" in killed.stderr
+    rows = sweep_status(out)
+    log = os.path.join(out, "logs", "prac-seed1.log")
+    assert rows["prac-seed1"] == ["failed", f"exit code 17; log {log}"]
+    assert rows["prac-seed1-retrain-final"] == ["not started", ""]
     resumed = run_sweep(args, inputs["flags"])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "start prac-seed1 (resuming)" in resumed.stdout
@@ -147,13 +131,89 @@ def test_bad_sweep_inputs_get_one_line(tmp_path: Any, args: List[str], flags: Li
     assert not os.path.exists(tmp_path / "sweep" / "runs")
 
 
+@pytest.mark.parametrize("args, flags, message", [
+    (["--grid", "lr"], [], "write FLAG=V1,V2"),
+    (["--grid", "seed=1,2"], [], "--seed is set by the sweep"),
+    (["--grid", "lr=0.1"], ["--lr", "0.1"], "--lr is also given after --"),
+    (["--grid", "lr=0.1,0.1"], [], "give distinct comma-separated values"),
+    (["--methods", "prac", "--grid", "lr=0.1;fast"], [], "main_PrAC_imp.py: argument --lr: invalid float value"),
+    (["--grid", "lr=0.1", "--grid", "lr=0.2"], [], "--grid names --lr twice"),
+    (["--grid", "save_model=1,2"], [], "--save_model is an on/off switch"),
+    (["--grid", "no_such_flag=1,2"], [], "--no_such_flag is not a flag of"),
+    (["--methods", "prac", "--grid", "lr=0.1,fast"], [], "main_PrAC_imp.py: argument --lr: invalid float value"),
+    (["--methods", "imp,prac", "--grid", "momentum=0.9,0.5"], [], "give --lr after --"),
+    (["--partition", "gpu"], [], "--partition is an option of --launcher slurm"),
+    (["--wait"], [], "--wait is an option of --launcher slurm"),
+    (["--launcher", "slurm", "--jobs", "2"], [], "--jobs is an option of --launcher local"),
+    (["--launcher", "slurm", "--nproc_per_node", "2", "--cpus_per_run", "1"], [], "--cpus_per_run 1 must be at least"),
+    (["--launcher", "slurm", "--gpus_per_run", "-1"], [], "--gpus_per_run -1 must be 0 or more"),
+])
+def test_bad_grid_and_launcher_inputs_get_one_line(tmp_path: Any, args: List[str], flags: List[str],
+                                                    message: str) -> None:
+    result = run_in_process("sweep.py", ["--out", str(tmp_path / "sweep"), *args, "--", *flags])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not os.path.exists(tmp_path / "sweep")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--status", "."], "--status .: no sweep there (no sweep.json)"),
+    (["--methods", "imp"], "give --out DIR"),
+])
+def test_status_without_a_sweep_and_a_sweep_without_out_are_one_line(args: List[str], message: str) -> None:
+    result = run_in_process("sweep.py", args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_grid_with_commas_in_its_values_is_planned_per_value(tmp_path: Any) -> None:
+    result = run_in_process("sweep.py", ["--methods", "prac", "--seeds", "0", "--out", str(tmp_path), "--dry_run",
+                                         "--retrain", "none", "--grid", "decreasing_lr=1,2;3", "--grid", "lr=0.1,0.05"])
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.splitlines()
+    assert len(commands) == 4
+    assert "--decreasing_lr 1,2 --lr 0.05 " in commands[1]
+    assert f"{tmp_path}/decreasing_lr=1,2,lr=0.05/runs" in commands[1]
+    assert "--decreasing_lr 3 --lr 0.1 " in commands[2]
+
+
+def test_a_relaunch_with_another_grid_is_refused(tmp_path: Any) -> None:
+    with open(tmp_path / "sweep.json", "w") as handle:
+        json.dump({"methods": ["prac"], "seeds": [0], "flags": [], "retrain": "none",
+                   "grid": [["--lr", ["0.1", "0.05"]]]}, handle)
+    result = run_in_process("sweep.py", ["--methods", "prac", "--seeds", "0", "--out", str(tmp_path),
+                                         "--retrain", "none", "--grid", "lr=0.1"])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "holds a sweep with other flags (, --retrain none --grid lr=0.1,0.05)" in result.stderr, result.stderr
+
+
+def test_status_shows_every_run_done(sweep: Dict[str, Any]) -> None:
+    rows = sweep_status(sweep["out"])
+    assert len(rows) == 12 and all(state == "done" for state, _ in rows.values()), rows
+
+
 def test_runs_go_through_torchrun_with_nproc_per_node(inputs: Dict[str, Any]) -> None:
     """--nproc_per_node 2: each run is a 2-process torchrun job (gloo, one thread each)."""
     out = str(inputs["root"] / "torchrun")
+    # --device cpu: gloo; the last --device wins
     result = run_sweep(["--methods", "prac", "--seeds", "0", "--out", out, "--nproc_per_node", "2",
-                        "--retrain", "none", "--no_report"], [*inputs["flags"], "--device", "cpu"])  # gloo; the last --device wins
+                        "--retrain", "none", "--no_report"], [*inputs["flags"], "--device", "cpu"])
     assert result.returncode == 0, result.stdout + result.stderr
     info = arguments(os.path.join(out, "runs", "prac-seed0"))
     assert info["world_size"] == 2 and info["threads"] == max(1, (os.cpu_count() or 1) // 2)
     with open(os.path.join(out, "logs", "prac-seed0.log")) as handle:
         assert "torch.distributed.run --standalone --nproc_per_node 2" in handle.readline()
+
+
+@pytest.mark.full
+def test_a_grid_runs_each_setting_in_its_folder_and_reports_them_apart(inputs: Dict[str, Any]) -> None:
+    """--grid weight_decay=A,B: two setting folders, each with its runs, setting.json and its
+    own report (report.py groups by method within the folder), so the settings are two groups."""
+    out = str(inputs["root"] / "grid")
+    result = run_sweep(["--methods", "imp,prac", "--seeds", "0", "--out", out, "--retrain", "none", "--jobs", "2",
+                        "--grid", f"weight_decay={','.join(GRID_VALUES)}"], inputs["flags"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_grid_reported(out, inputs["flags"])
+    rows = sweep_status(out)
+    assert sorted(rows) == sorted(f"weight_decay={value}/{method}-seed0" for value in GRID_VALUES
+                                  for method in ["imp", "prac"])
+    assert all(state == "done" for state, _ in rows.values())
