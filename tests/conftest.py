@@ -14,8 +14,9 @@ sys.path.insert(0, REPO)
 
 from tests import datasets_on_disk  # noqa: E402
 
-# Two threads per process on a 2-core machine; keep tests from oversubscribing.
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One thread per process when pytest-xdist runs the tests in parallel workers (test.sh runs one
+# per core); two on a 2-core machine otherwise. Oversubscribed cores run many times slower.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 
 TINY_TRAIN = 200  # 180 train + 20 validation after the 90/10 split
 TINY_TEST = 60

@@ -17,6 +17,7 @@ from tests.fake_cuda import StopStep, fake_cuda, real, stop_after_step
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.full
 def test_quick_bench_prints_table_and_writes_results(tmp_path, device: torch.device) -> None:
     out = tmp_path / "results" / "bench.md"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

@@ -23,6 +23,7 @@ def lines(text: str) -> List[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+@pytest.mark.full
 def test_a_python_that_cannot_run_it_is_passed_over_with_its_reason(tmp_path: Any) -> None:
     """A copied CPU-only .venv (here: an interpreter whose preflight fails) must not stop a
     later candidate that works; with none left, the reasons are one line."""

@@ -107,6 +107,7 @@ def read(folder: str) -> Dict[str, Any]:
         return json.load(handle)
 
 
+@pytest.mark.full
 def test_a_tiny_sweep_runs_size_matched_random_and_the_controls(flags: List[str], tmp_path: Any) -> None:
     out = str(tmp_path / "controls")
     result = run_sweep(["--methods", "random,prac", "--seeds", "0", "--out", out, "--jobs", "2",
