@@ -16,6 +16,7 @@ import torch
 
 import runners
 import utils
+from dataset import train_number_for
 from utils import load_checkpoint
 
 SCRIPT_MODULES = {"main_imp.py": "main_imp", "main_PrAC_imp.py": "main_PrAC_imp", "main_train.py": "main_train",
@@ -233,3 +234,22 @@ def assert_grid_reported(out: str, flags: List[str]) -> None:
     for row in read_csv(os.path.join(out, "report", "aggregate.csv")):
         groups.setdefault(row["setting"], set()).add(row["method"])
     assert groups == {f"weight_decay {value}": {"imp", "prac"} for value in GRID_VALUES}
+
+
+# ============================================================================ streamed image trees
+CLASSES, PER_CLASS, TEST_PER_CLASS = 3, 8, 4
+TRAIN_SIZE = CLASSES * PER_CLASS       # 24: 22 train + 2 validation
+TRAIN_NUMBER = train_number_for(TRAIN_SIZE)
+SIZE = 32                              # --image_size for the tests: cheap on the CPU
+
+
+def tree_args(root: str, save_dir: str, *extra: str, name: str = "folder", workers: int = 0) -> List[str]:
+    return ["--data", root, "--dataset", name, "--data_mode", "stream", "--image_size", str(SIZE),
+            "--workers", str(workers), "--arch", "res20s", "--batch_size", "8", "--seed", "0", "--no_progress",
+            "--print_freq", "1000", "--device", current_device(), "--save_dir", save_dir, *extra]
+
+
+def current_device() -> str:
+    """The session's device (``pytest --device``), set by conftest.py."""
+    from tests import conftest
+    return conftest.DEVICE

@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 
 import utils
-from tests import conftest, datasets_on_disk
-from tests.conftest import REPO
+from tests import datasets_on_disk
+from tests.conftest import REPO, tiny_args
 from tests.helpers import argv_for, assert_same_run
 
 TRAIN_IMAGES, TEST_IMAGES = 50, 10  # 45 train + 5 validation: one or two batches an epoch
@@ -125,11 +125,6 @@ def run_real(script: str, argv: Sequence[str], **env: str) -> subprocess.Complet
                           env=full_env, timeout=600)
 
 
-def small_args(data_dir: str, save_dir: str, *extra: str) -> List[str]:
-    return ["--data", data_dir, "--dataset", "cifar10", "--arch", "res20s", "--batch_size", "64", "--seed", "0",
-            "--no_progress", "--print_freq", "1000", "--device", conftest.DEVICE, "--save_dir", save_dir, *extra]
-
-
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     root = tmp_path_factory.mktemp("crash_data")
@@ -141,7 +136,7 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     datasets_on_disk.write_cifar100(data, TRAIN_IMAGES, TEST_IMAGES)  # the same --data serves both
     # a ticket for main_train.py: one pruned round of a small IMP run
     ticket_run = str(root / "ticket_run")
-    made = run_real("main_imp.py", small_args(data, ticket_run, "--epochs", "1", "--pruning_times", "1"))
+    made = run_real("main_imp.py", tiny_args(data, ticket_run, "--epochs", "1", "--pruning_times", "1"))
     assert made.returncode == 0, made.stderr[-3000:]
     return {"data": data, "split": split, "other_split": other_split,
             "ticket": os.path.join(ticket_run, "final_ticket.pth.tar")}
@@ -189,7 +184,7 @@ def write_kind(name: str) -> str:
 def script_argv(script: str, data: Dict[str, str], save_dir: str) -> List[str]:
     extra = {"main_PrAC_imp.py": ["--split_file", data["split"]],
              "main_train.py": ["--init_dir", data["ticket"], "--mask_dir", data["ticket"]]}.get(script, [])
-    return small_args(data["data"], save_dir, *extra, *RUNS[script])
+    return tiny_args(data["data"], save_dir, *extra, *RUNS[script])
 
 
 def uninterrupted(script: str, data: Dict[str, str], root: Any) -> Tuple[List[str], List[str]]:
@@ -326,7 +321,7 @@ def test_second_run_on_a_locked_save_dir_is_one_line_naming_the_holder(small_dat
                               ("main_PrAC_imp.py", ["--split_file", small_data["split"], "--epochs", "1",
                                                     "--pruning_times", "1"])):
             for resume in ([], ["--resume"]):
-                line = one_error_line(*fork_server.run(script, small_args(small_data["data"], folder, *extra,
+                line = one_error_line(*fork_server.run(script, tiny_args(small_data["data"], folder, *extra,
                                                                           *resume))[::2])
                 assert f"--save_dir {folder} is in use by process {holder.pid} (" in line, line
             assert listing(folder) == before, f"{script} touched a locked save_dir"
@@ -340,7 +335,7 @@ def test_second_run_on_a_locked_save_dir_is_one_line_naming_the_holder(small_dat
 def prac_run(small_data: Dict[str, str], fork_server: ForkServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A finished one-round PrAC run."""
     save_dir = str(tmp_path_factory.mktemp("refused_resume") / "prac")
-    argv = small_args(small_data["data"], save_dir, "--split_file", small_data["split"], "--epochs", "1",
+    argv = tiny_args(small_data["data"], save_dir, "--split_file", small_data["split"], "--epochs", "1",
                       "--pruning_times", "1")
     rc, _, err = fork_server.run("main_PrAC_imp.py", argv)
     assert rc == 0, err[-3000:]
@@ -364,7 +359,7 @@ def test_resume_with_other_settings_is_one_line_and_writes_nothing(name: str, sm
     neighbour .lock names each process that takes the lock)."""
     script, extra, keyword = REFUSED[name]
     extra = [flag.format(**small_data) for flag in extra]
-    argv = small_args(small_data["data"], prac_run, "--epochs", "1", "--pruning_times", "1", *extra, "--resume")
+    argv = tiny_args(small_data["data"], prac_run, "--epochs", "1", "--pruning_times", "1", *extra, "--resume")
     for flag in ("--arch", "--dataset"):
         if flag in extra:  # the later one wins in argparse; keep one
             del argv[argv.index(flag):argv.index(flag) + 2]

@@ -13,15 +13,12 @@ import main_imp
 import main_PrAC_imp
 import main_train
 from models import build_model
-from tests import conftest, datasets_on_disk
-from tests.helpers import argv_for, assert_same_run, resume, run_with_snapshots
+from tests import datasets_on_disk
+from tests.helpers import (CLASSES, PER_CLASS, SIZE, TEST_PER_CLASS, TRAIN_NUMBER, TRAIN_SIZE, argv_for,
+                           assert_same_run, resume, run_with_snapshots, tree_args)
 from training import LoopSettings, evaluate, predict, train_epoch
 from utils import UserError, load_checkpoint
 
-CLASSES, PER_CLASS, TEST_PER_CLASS = 3, 8, 4
-TRAIN_SIZE = CLASSES * PER_CLASS       # 24: 22 train + 2 validation
-TRAIN_NUMBER = dataset.train_number_for(TRAIN_SIZE)
-SIZE = 32                              # --image_size for the tests: cheap on the CPU
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +138,6 @@ def test_train_epoch_visits_the_in_memory_order(folder_tree: str, device: torch.
 
 
 # ============================================================================ scripts end to end
-def tree_args(root: str, save_dir: str, *extra: str, name: str = "folder", workers: int = 0) -> List[str]:
-    return ["--data", root, "--dataset", name, "--data_mode", "stream", "--image_size", str(SIZE),
-            "--workers", str(workers), "--arch", "res20s", "--batch_size", "8", "--seed", "0", "--no_progress",
-            "--print_freq", "1000", "--device", conftest.DEVICE, "--save_dir", save_dir, *extra]
-
-
 PRAC_EXTRA = ("--epochs", "2", "--pruning_times", "2", "--data_prune", "constent", "--data_rate", "0.2")
 
 
