@@ -3,14 +3,13 @@
 Most run folders here are written directly with the project's own writers (save_run_info,
 ResultTable, runners._ticket_record): the tests are about the report, not about training.
 One module fixture trains real tiny runs end to end."""
-import csv
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import pytest
 
@@ -22,15 +21,11 @@ from reporting import stats
 from reporting.plots import PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE
 from runners import _ticket_record
 from tests.conftest import REPO, run_script, tiny_args
+from tests.helpers import read_csv
 from utils import ROUND_FIELDS, ResultTable, RunPaths, UserError, save_run_info
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPTS = {"imp": "main_imp.py", "train": "main_train.py"}  # any other method: main_PrAC_imp.py --select
-
-
-def read_csv(path: str) -> List[Dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def png_size(path: str) -> tuple:
