@@ -193,6 +193,15 @@ def sweep_flags(data: str, split: str, device: str) -> List[str]:
             "--device", device]
 
 
+def tiny_sweep_inputs(root: Any, device: str) -> Dict[str, Any]:
+    """A 200-image Fashion-MNIST on disk in ``root``, a shuffled split, and a tiny sweep's flags."""
+    from tests import datasets_on_disk
+    data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), 200, 60)
+    split = str(root / "split.npy")
+    np.save(split, np.random.default_rng(5).permutation(200))
+    return {"root": root, "flags": sweep_flags(data, split, device)}
+
+
 def run_sweep(args: List[str], flags: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *args, "--", *flags],

@@ -10,13 +10,11 @@ import subprocess
 import time
 from typing import Any, Dict, List
 
-import numpy as np
 import pytest
 
-from tests import datasets_on_disk
 from tests import conftest
 from tests.helpers import (GRID_VALUES, assert_grid_reported, assert_same_run, assert_same_table, run_sweep,
-                           sweep_flags, sweep_status)
+                           sweep_status, tiny_sweep_inputs)
 from utils import load_checkpoint
 
 pytestmark = pytest.mark.slurm
@@ -33,11 +31,7 @@ REPORT_TABLES = ["aggregate.csv", "verdict.csv"]
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
-    root = tmp_path_factory.mktemp("slurm_inputs")
-    data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), 200, 60)
-    split = str(root / "split.npy")
-    np.save(split, np.random.default_rng(5).permutation(200))
-    return {"root": root, "flags": sweep_flags(data, split, conftest.DEVICE)}
+    return tiny_sweep_inputs(tmp_path_factory.mktemp("slurm_inputs"), conftest.DEVICE)
 
 
 @pytest.fixture(scope="module")

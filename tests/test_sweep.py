@@ -7,12 +7,11 @@ import json
 import os
 from typing import Any, Dict, List
 
-import numpy as np
 import pytest
 
-from tests import conftest, datasets_on_disk
+from tests import conftest
 from tests.helpers import (GRID_VALUES, arguments, assert_grid_reported, assert_same_run, run_in_process, run_sweep,
-                           sweep_flags, sweep_status)
+                           sweep_status, tiny_sweep_inputs)
 from utils import load_checkpoint
 
 METHODS = ["imp", "prac"]  # random, size-matched to prac, is swept in test_sweep_controls.py
@@ -21,11 +20,7 @@ SEEDS = [0, 1]
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
-    root = tmp_path_factory.mktemp("sweep_inputs")
-    data = datasets_on_disk.write_fashion_mnist(str(root / "fashion"), 200, 60)
-    split = str(root / "split.npy")
-    np.save(split, np.random.default_rng(5).permutation(200))
-    return {"root": root, "flags": sweep_flags(data, split, conftest.DEVICE)}
+    return tiny_sweep_inputs(tmp_path_factory.mktemp("sweep_inputs"), conftest.DEVICE)
 
 
 @pytest.fixture(scope="module")
