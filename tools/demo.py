@@ -58,6 +58,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--decreasing_lr", default="8,12")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    parser.add_argument("--arch", default="res20s", help="any --arch of the scripts, e.g. cifar_resnet_8_32")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--lr", default="0.1")
+    parser.add_argument("--retrain", default=None, choices=("final", "all", "none"),
+                        help="sweep.py --retrain (default: its own)")
+    parser.add_argument("--controls", default=None, help="sweep.py --controls, e.g. reinit,random_mask")
     parser.add_argument("--jobs", type=int, default=None, help="sweep.py --jobs (default: its own)")
     args = parser.parse_args(argv)
 
@@ -71,16 +77,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not os.path.exists(split_file):  # a relaunch keeps the split its runs were made with
         np.save(split_file, make_split(args.train_images, shuffle=True))
     print(f"demo: {args.train_images} Fashion-MNIST training images (90% train, 10% validation), "
-          f"{args.test_images} test images; ResNet-20s, {args.precision}; {args.rounds} rounds x {args.epochs} "
+          f"{args.test_images} test images; {args.arch}, batch {args.batch_size}, lr {args.lr}, {args.precision}; {args.rounds} rounds x {args.epochs} "
           f"epochs; methods {args.methods}; seeds {args.seeds}", flush=True)
 
-    flags = ["--data", data_dir, "--dataset", "fashionmnist", "--arch", "res20s", "--split_file", split_file,
-             "--batch_size", "128", "--lr", "0.1", "--epochs", str(args.epochs),
+    flags = ["--data", data_dir, "--dataset", "fashionmnist", "--arch", args.arch, "--split_file", split_file,
+             "--batch_size", str(args.batch_size), "--lr", args.lr, "--epochs", str(args.epochs),
              "--decreasing_lr", args.decreasing_lr, "--precision", args.precision,
              "--pruning_times", str(args.rounds), "--prune_type", "rewind_lt", "--rewind_epoch", "1",
              "--no_progress", "--print_freq", "1000"]
     sweep = [sys.executable, "sweep.py", "--methods", args.methods, "--seeds", args.seeds,
              "--out", os.path.join(args.out, "sweep"), *(["--jobs", str(args.jobs)] if args.jobs else []),
+             *(["--retrain", args.retrain] if args.retrain else []),
+             *(["--controls", args.controls] if args.controls else []),
              "--", *flags]
     print("\n$ " + " ".join(shlex.quote(part) for part in sweep), flush=True)
     code = subprocess.run(sweep, cwd=REPO).returncode
