@@ -5,15 +5,25 @@ This is the only module that knows the published checkpoint keys and layouts (``
 ...). Everything else works with :class:`RunState` and its plain names, and checkpoints
 written here load in the published scripts, as theirs load here.
 """
+import collections
+import errno
+import os
+import pickle
+import pickletools
+import re
+import shutil
+import warnings
+import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
 
 import pruner
+from durable import atomic_write
 from prac import RoundSchedule, RoundStatistics
-from utils import require_keys
+from utils import UserError
 
 FORMAT = "prac-lth-open/2"
 StateDict = Dict[str, torch.Tensor]
@@ -172,3 +182,149 @@ def encode_final_ticket(run: RunState, model: torch.nn.Module) -> Dict[str, Any]
     retrains it with --init_dir / --mask_dir pointing at this file."""
     return {"state": run.round + 1, "state_dict": model.state_dict(), "init_weight": run.rewind_weights,
             "remaining_weights": pruner.remaining_weights(model), "format": FORMAT}
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+# After a torch.save that stopped short, less room than this left on its disk means it is full.
+FULL_DISK_BYTES = 1 << 20
+
+
+def save_checkpoint(obj: Any, path: str) -> None:
+    """torch.save through :func:`atomic_write`. torch reports a failed write of its zip
+    container as a RuntimeError ("unexpected pos"), not the OSError beneath it; it is turned
+    back into that OSError (ENOSPC when the disk is full), so it too is one line."""
+    def write(handle: Any) -> None:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:
+            raise _failed_write(handle, error) from None
+
+    atomic_write(path, write)
+
+
+def _failed_write(handle: Any, error: RuntimeError) -> OSError:
+    """The OSError behind a RuntimeError of torch.save: ENOSPC when the file's disk has no
+    room left (what a write that stops short on a full disk means), else EIO with torch's
+    first line."""
+    try:
+        handle.flush()  # surfaces the OSError of a buffered write, if any
+    except OSError as cause:
+        return cause
+    try:
+        disk = os.fstatvfs(handle.fileno())
+        full = disk.f_bavail * disk.f_frsize < FULL_DISK_BYTES
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return OSError(errno.EIO, f"{os.strerror(errno.EIO)} ({first_line[:160]})")
+
+
+def atomic_copy(source: str, target: str) -> None:
+    with open(source, "rb") as handle:
+        atomic_write(target, lambda out: shutil.copyfileobj(handle, out, 1 << 20))
+
+
+def _numpy_safe_globals() -> List[Any]:
+    # Published checkpoints hold numpy arrays (the PrAC sequence and records) and the
+    # scheduler's Counter; these are data, so they are allowed to the safe loader.
+    allowed: List[Any] = [collections.Counter, np.ndarray, np.dtype]
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
+    allowed += [multiarray._reconstruct, multiarray.scalar]
+    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "int8", "uint8", "bool")]
+    allowed += [np.float64, np.float32, np.int64, np.int32, np.bool_]
+    return allowed
+
+
+def load_checkpoint(path: str, what: str = "checkpoint", trust: bool = False) -> Any:
+    """Loads onto the CPU with ``weights_only=True`` (pickle only when ``trust``).
+
+    Every failure is a UserError naming the file and what to do.
+    """
+    if not path:
+        raise UserError(f"no {what} file was given")
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            # A raw pickle (not torch.save's zip) of a newer protocol makes torch warn before it
+            # fails; the failure below is the one line the user sees.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _refused_raw_global(path) or refused_by_safe_loader(str(error))
+        if refused is not None:
+            raise UserError(f"{what} {path} carries code or objects that the safe loader refuses "
+                            f"({refused}); it was not loaded. Only if you trust the file and its "
+                            "source, load it with --trust_checkpoints") from None
+        raise _corrupt(path, what, error) from None
+    except Exception as error:  # noqa: BLE001 - random bytes fail deep inside the unpickler in many ways
+        raise _corrupt(path, what, error) from None
+
+
+# What the weights-only unpickler says when a file asks for code or for an object it does
+# not build (as opposed to bytes that are not a pickle at all).
+_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+_OBJECT_MESSAGES = ("Trying to call reduce for unrecognized function", "Can only create new object",
+                    "Can only build Tensor", "Only persistent_load of storage")
+
+
+def refused_by_safe_loader(message: str) -> Optional[str]:
+    """What a weights-only load refused ("global posix.system"), or None when the error
+    is not such a refusal (a corrupt or truncated file)."""
+    found = _GLOBAL_IN_MESSAGE.search(message)
+    if found:
+        return f"global {found.group(1)}"
+    for line in message.splitlines():
+        for marker in _OBJECT_MESSAGES:
+            if marker in line:
+                return line.strip().replace("WeightsUnpickler error: ", "")[:160]
+    return None
+
+
+def _refused_raw_global(path: str) -> Optional[str]:
+    """For a raw pickle (not torch.save's zip format), which the weights-only unpickler may
+    fail on before it names what it refuses: the globals the file asks for that the safe
+    loader does not allow ("global posix.system"), read opcode by opcode without running
+    anything. None for a zip file, one asking only for allowed globals, or unreadable bytes."""
+    if zipfile.is_zipfile(path):
+        return None
+    allowed = set(torch._weights_only_unpickler._get_allowed_globals())
+    allowed |= {f"{g.__module__}.{g.__qualname__}" for g in _numpy_safe_globals()}
+    refused: List[str] = []
+    strings: List[str] = []
+    try:
+        with open(path, "rb") as handle:
+            while handle.peek(1):  # torch's legacy format is several pickles in a row
+                for opcode, argument, _ in pickletools.genops(handle):
+                    if isinstance(argument, str):
+                        strings = [*strings[-1:], argument]
+                    name = (argument.replace(" ", ".") if opcode.name in ("GLOBAL", "INST") else
+                            ".".join(strings) if opcode.name == "STACK_GLOBAL" and len(strings) == 2 else None)
+                    if name is not None and name not in allowed and name not in refused:
+                        refused.append(name)
+                    if opcode.name == "STOP":
+                        break
+                else:
+                    break
+    except (OSError, ValueError, pickle.UnpicklingError):
+        return None
+    return f"global{'s' if len(refused) > 1 else ''} {', '.join(refused[:4])}" if refused else None
+
+
+def _corrupt(path: str, what: str, error: BaseException) -> UserError:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"{what} {path} is corrupt or truncated ({message[:160]}); "
+                     "use an earlier checkpoint or re-run")
+
+
+def require_keys(checkpoint: Any, keys: Iterable[str], path: str, what: str) -> None:
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{what} {path} is not a checkpoint dictionary")
+    missing = [k for k in keys if k not in checkpoint]
+    if missing:
+        raise UserError(f"{what} {path} lacks the entries {', '.join(missing)}; "
+                        "is it a checkpoint of this script?")

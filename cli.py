@@ -3,15 +3,16 @@ typed configuration the scripts hand to the library (nothing below reads ``args`
 import argparse
 import os
 import sys
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from dataclasses import asdict, dataclass, field, make_dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from dataset import DATA_MODES, DATASETS, DEFAULT_DATA_DIR, IMAGE_TREES
+from durable import file_digest
 from models import ARCH_CHOICES, ARCHITECTURES, is_architecture
 from prac import SELECTION_RULES
 from pruner import MODES, SCOPES, PruneScope
 from training import PRECISIONS
-from utils import UserError, file_digest
+from utils import UserError
 
 DATASET_NAMES = tuple(DATASETS)
 ARCH_NAMES = tuple(ARCHITECTURES)
@@ -33,223 +34,14 @@ def default_workers() -> int:
 
 
 DEFAULT_WORKERS = default_workers()
-DEFAULT_DECREASING_LR = "91,136"  # the published milestones, made for the default 182 epochs
-
-
-def add_common_args(parser: argparse.ArgumentParser, lr_default: float, split_file_required: bool = False) -> None:
-    """Flags of all three scripts (published names and defaults) plus device and output."""
-    general = parser.add_argument_group("general")
-    general.add_argument("--data", type=str, default=DEFAULT_DATA_DIR, metavar="DIR",
-                         help="location of the data set (default: %(default)s)")
-    general.add_argument("--dataset", type=str, default="cifar10", metavar="NAME",
-                         help=f"one of {', '.join(DATASET_NAMES)} (default: %(default)s)")
-    general.add_argument("--arch", type=str, default="res20s", metavar="ARCH",
-                         help=f"one of {ARCH_CHOICES.replace('%', '%%')} (default: %(default)s)")
-    general.add_argument("--split_file", type=str, default=None, metavar="NPY",
-                         help="permutation of the train-set indices; the last 10%% validate "
-                              + ("(required)" if split_file_required else
-                                 "(default: npy_files/<dataset>-train-val.npy when its size fits the "
-                                 "data set, else identity order)"))
-    general.add_argument("--data_mode", choices=DATA_MODES, default="auto",
-                         help=f"{' and '.join(IMAGE_TREES)}: hold the images in memory or stream them from "
-                              "disk through DataLoader workers; auto streams imagenet and a folder whose "
-                              "images would take over a quarter of the RAM (default: auto)")
-    general.add_argument("--image_size", type=int, default=None, metavar="PX",
-                         help=f"{' and '.join(IMAGE_TREES)}: side of the square training and evaluation "
-                              "images (default: 224)")
-    general.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                         help="DataLoader workers decoding streamed images; 0 decodes in the main process; "
-                              "results do not depend on it (default: the usable CPU cores less one, at most "
-                              f"{MAX_DEFAULT_WORKERS}, divided among torchrun's processes on the node)")
-    general.add_argument("--seed", type=int, default=None, metavar="N",
-                         help="random seed; 0 is a seed (default: unseeded)")
-    general.add_argument("--save_dir", type=str, default=None, metavar="DIR",
-                         help="folder for checkpoints, results and plots (required)")
-    general.add_argument("--gpu", type=int, default=0, metavar="ID", help="CUDA device id (default: 0)")
-
-    training = parser.add_argument_group("training")
-    training.add_argument("--batch_size", type=int, default=128, metavar="N", help="batch size (default: 128)")
-    training.add_argument("--lr", type=float, default=lr_default, metavar="LR",
-                          help="initial learning rate (default: %(default)s)")
-    training.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum (default: 0.9)")
-    training.add_argument("--weight_decay", type=float, default=1e-4, metavar="W",
-                          help="weight decay (default: 1e-4)")
-    training.add_argument("--epochs", type=int, default=182, metavar="N",
-                          help="epochs per round (default: 182)")
-    training.add_argument("--warmup", type=int, default=0, metavar="N",
-                          help="linear learning-rate warm-up epochs (default: 0)")
-    training.add_argument("--print_freq", type=int, default=50, metavar="N",
-                          help="log every N steps (default: 50)")
-    # None (not the published "91,136") as the parser's default, so that a user who types the
-    # default milestones is told when they fall beyond a shortened --epochs.
-    training.add_argument("--decreasing_lr", type=str, default=None, metavar="E1,E2",
-                          help=f"epochs at which the learning rate is multiplied by 0.1 "
-                               f"(default: {DEFAULT_DECREASING_LR})")
-
-    runtime = parser.add_argument_group("runtime (new in this implementation)")
-    runtime.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                         help="auto: CUDA device --gpu when present, else CPU (default: auto)")
-    runtime.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                         help="fp32 (true fp32: TF32 off on CUDA), tf32 (fp32 with TF32 matmuls and "
-                              "convolutions on Ampere and newer GPUs), or bf16 autocast for the forward "
-                              "pass (default: fp32)")
-    runtime.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
-                         help="channels-last memory format; auto: on with bf16 (default: auto)")
-    runtime.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
-    runtime.add_argument("--eval_batch_size", type=int, default=None, metavar="N",
-                         help="batch size for evaluation and predictions (default: 1000 on CUDA, 128 on "
-                              "the CPU, where larger batches fall out of cache and run slower; both for "
-                              "32 px images, scaled down by the pixel count for larger ones)")
-    runtime.add_argument("--no_progress", action="store_true",
-                         help="no progress bar (it is also off when stderr is not a terminal)")
-    runtime.add_argument("--trust_checkpoints", action="store_true",
-                         help="load checkpoints with full pickle instead of the safe loader")
-
-
-def add_resume_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("resume")
-    group.add_argument("--resume", action="store_true",
-                       help="resume from --checkpoint, or without it from the newest checkpoint in --save_dir")
-    group.add_argument("--checkpoint", type=str, default=None, metavar="FILE",
-                       help="checkpoint file to resume from (default: the newest in --save_dir)")
-
-
-def add_pruning_args(parser: argparse.ArgumentParser, prune_types: List[str],
-                     random_prune: bool) -> None:
-    group = parser.add_argument_group("model pruning")
-    group.add_argument("--pruning_times", type=int, default=16, metavar="N",
-                       help="number of rounds (default: 16)")
-    group.add_argument("--rate", type=float, default=0.2, metavar="R",
-                       help="fraction of the remaining conv weights pruned per round (default: 0.2)")
-    group.add_argument("--prune_type", type=str, default="lt", choices=prune_types,
-                       help=f"{' | '.join(prune_types)} (default: lt)")
-    if random_prune:
-        group.add_argument("--random_prune", action="store_true", help="prune at random, same count")
-    group.add_argument("--rewind_epoch", type=int, default=2, metavar="K",
-                       help="rewind_lt rewinds to the weights after epoch index K (default: 2)")
-    group.add_argument("--train_subset", type=str, default=None, metavar="NPY",
-                       help="train only on these dataset indices (e.g. a saved PrAC set), "
-                            "epochs scaled by its size")
-    scope = parser.add_argument_group("pruning scope (new in this implementation; see docs/controls.md)")
-    scope.add_argument("--prune_scope", choices=SCOPES, default="conv",
-                       help="which weights are pruned: conv (the published scope: every conv layer) or "
-                            "conv_linear (the linear layers too) (default: conv)")
-    scope.add_argument("--prune_dense", type=str, default=None, metavar="L1,L2",
-                       help="comma-separated layer names (as in the state_dict, e.g. conv1,fc) left dense "
-                            "(default: none)")
-    scope.add_argument("--prune_mode", choices=MODES, default="global",
-                       help="global: --rate of the remaining weights of all pruned layers together, smallest "
-                            "first (published); layerwise: --rate of each layer's own remaining weights "
-                            "(default: global)")
-
-
-def add_prac_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Early-Bird and data pruning")
-    group.add_argument("--eb_eps", type=float, default=0.08, metavar="EPS",
-                       help="Early-Bird mask-distance threshold (default: 0.08)")
-    group.add_argument("--queue_length", type=int, default=5, metavar="N",
-                       help="Early-Bird distance queue length (default: 5)")
-    group.add_argument("--data_prune", type=str, default="zero_out", choices=("zero_out", "constent"),
-                       help="zero_out: keep examples forgotten more than --threshold times; "
-                            "constent: keep a fixed fraction (default: zero_out)")
-    group.add_argument("--threshold", type=int, default=0, metavar="N",
-                       help="forgetting-event threshold for zero_out (default: 0)")
-    group.add_argument("--data_rate", type=float, default=0.2, metavar="R",
-                       help="data pruning rate per round for constent (default: 0.2)")
-    group.add_argument("--select", type=str, default="prac", choices=tuple(SELECTION_RULES),
-                       help="which examples the next round trains on: prac (the paper's set: forgetting "
-                            "part + pruning-aware part), forgetting or pruning_aware (either part alone), "
-                            "random or el2n (a random subset / the highest EL2N scores, of the size the PrAC "
-                            "set of this run's statistics would have had; random with --match_sizes: of the "
-                            "size of another PrAC run's set) (default: prac)")
-    group.add_argument("--match_sizes", type=str, default=None, metavar="DIR",
-                       help="--select random only (new; see docs/controls.md): each round k >= 1 draws exactly as "
-                            "many examples as the PrAC run in DIR trained on in round k (its {k}prac_set.npy, else "
-                            "its rounds.csv), the size-matched baseline; without it random takes the size of the "
-                            "PrAC set of its own statistics (default: none)")
-    group.add_argument("--score_epochs", type=int, default=10, metavar="N",
-                       help="el2n: average the scores over the round's first N epochs, or all if fewer "
-                            "(default: 10)")
-
-
-def add_retrain_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("ticket")
-    group.add_argument("--save_model", action="store_true",
-                       help="save the model (checkpoints always hold it here, to allow resuming)")
-    group.add_argument("--init_dir", type=str, default=None, metavar="FILE",
-                       help="checkpoint whose init_weight entry (or itself) gives the initial weights")
-    group.add_argument("--mask_dir", type=str, default=None, metavar="FILE",
-                       help="checkpoint whose state_dict holds the *.weight_mask entries")
-    group.add_argument("--random_mask", action="store_true",
-                       help="the random-mask control (new; see docs/controls.md): instead of --mask_dir's mask, "
-                            "a seeded random mask with the same number of weights in every layer, on the "
-                            "--init_dir weights (or a fresh initialisation without --init_dir); needs --mask_dir")
-
-
-@dataclass
-class Config:
-    """Everything a run needs, validated; saved next to its results."""
-
-    data: str = DEFAULT_DATA_DIR
-    dataset: str = "cifar10"
-    arch: str = "res20s"
-    split_file: Optional[str] = None
-    data_mode: str = "auto"
-    image_size: Optional[int] = None
-    workers: int = DEFAULT_WORKERS
-    seed: Optional[int] = None
-    save_dir: str = ""
-    gpu: int = 0
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    epochs: int = 182
-    warmup: int = 0
-    print_freq: int = 50
-    decreasing_lr: List[int] = field(default_factory=lambda: [91, 136])
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: str = "auto"
-    compile: bool = False
-    eval_batch_size: Optional[int] = None
-    no_progress: bool = False
-    trust_checkpoints: bool = False
-    resume: bool = False
-    checkpoint: Optional[str] = None
-    pruning_times: int = 16
-    rate: float = 0.2
-    prune_type: str = "lt"
-    random_prune: bool = False
-    rewind_epoch: int = 2
-    train_subset: Optional[str] = None
-    prune_scope: str = "conv"
-    prune_dense: List[str] = field(default_factory=list)
-    prune_mode: str = "global"
-    eb_eps: float = 0.08
-    queue_length: int = 5
-    data_prune: str = "zero_out"
-    threshold: int = 0
-    data_rate: float = 0.2
-    select: str = "prac"
-    match_sizes: Optional[str] = None
-    score_epochs: int = 10
-    save_model: bool = False
-    init_dir: Optional[str] = None
-    mask_dir: Optional[str] = None
-    random_mask: bool = False
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def scope(self) -> PruneScope:
-        """What pruning removes (--prune_scope, --prune_dense, --prune_mode)."""
-        return PruneScope(self.prune_scope, tuple(self.prune_dense), self.prune_mode)
-
-    @property
-    def use_channels_last(self) -> bool:
-        return self.channels_last == "on" or (self.channels_last == "auto" and self.precision == "bf16")
+IMP, SEARCH, RETRAIN = "main_imp.py", "main_PrAC_imp.py", "main_train.py"
+ALL_SCRIPTS = (IMP, SEARCH, RETRAIN)
+SEARCHES = (IMP, SEARCH)
+# The group titles --help and docs/flags.md show, in their order.
+GENERAL, TRAINING, RUNTIME, RESUME = "general", "training", "runtime (new in this implementation)", "resume"
+PRUNING, SCOPE = "model pruning", "pruning scope (new in this implementation; see docs/controls.md)"
+DATA_PRUNING, TICKET = "Early-Bird and data pruning", "ticket"
+REQUIRED = "required"  # a shown default that --help words as "(required)"
 
 
 def parse_milestones(text: str) -> List[int]:
@@ -276,15 +68,236 @@ def parse_layer_names(text: Any) -> List[str]:
     return names
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+PerScript = Union[Any, Dict[str, Any]]  # one value, or {script: value} where the scripts differ
+
+
+def for_script(value: PerScript, script: str) -> Any:
+    return value[script] if isinstance(value, dict) else value
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One flag, declared once: argparse, Config, the resume check, the sweep, the report's
+    grouping and docs/flags.md all read it from FLAGS.
+
+    ``default`` is the Config value (per script where the published scripts differ);
+    ``parse`` turns the command-line text into it, and a flag with ``parse`` keeps None as
+    its parser default so a value the user typed is told apart from the default.
+    ``meaning``: the flag changes what a run computes (a resume must not change it, the report
+    never averages runs that differ in it). ``new``: it did not exist when earlier checkpoints
+    of ours were written, which therefore ran with its default. ``sweep_owned``: sweep.py sets
+    it for every run and refuses it after ``--``.
+    """
+
+    name: str
+    default: PerScript
+    help: PerScript
+    group: str
+    scripts: Tuple[str, ...] = ALL_SCRIPTS
+    type: Optional[Callable[[str], Any]] = None  # None: an on/off switch
+    choices: PerScript = None
+    metavar: Optional[str] = None
+    shown: PerScript = None  # the default as --help words it, where the value alone does not say
+    parse: Optional[Callable[[Any], Any]] = None
+    meaning: bool = False
+    new: bool = False
+    sweep_owned: bool = False
+
+    @property
+    def switch(self) -> bool:
+        return self.type is None
+
+    def config_default(self, script: str = SEARCH) -> Any:
+        value = for_script(self.default, script)
+        return self.parse(value) if self.parse else value
+
+    def help_text(self, script: str) -> str:
+        text = for_script(self.help, script).replace("%", "%%")  # argparse formats help with %
+        shown = for_script(self.shown, script)
+        default = for_script(self.default, script)
+        if shown is None and not self.switch and default is not None:
+            shown = default
+        if shown is None:
+            return text
+        return f"{text} ({REQUIRED})" if shown == REQUIRED else f"{text} (default: {str(shown).replace('%', '%%')})"
+
+    def add_to(self, group: argparse._ArgumentGroup, script: str) -> None:
+        if self.switch:
+            group.add_argument(f"--{self.name}", action="store_true", help=self.help_text(script))
+            return
+        default = for_script(self.default, script)
+        group.add_argument(f"--{self.name}", type=self.type, default=None if self.parse else default,
+                           choices=for_script(self.choices, script), metavar=self.metavar,
+                           help=self.help_text(script))
+
+
+DEFAULT_DECREASING_LR = "91,136"  # the published milestones, made for the default 182 epochs
+FLAGS: Tuple[Flag, ...] = (
+    # ------------------------------------------------------------------ general
+    Flag("data", DEFAULT_DATA_DIR, "location of the data set", GENERAL, type=str, metavar="DIR"),
+    Flag("dataset", "cifar10", f"one of {', '.join(DATASET_NAMES)}", GENERAL, type=str, metavar="NAME",
+         meaning=True),
+    Flag("arch", "res20s", f"one of {ARCH_CHOICES}", GENERAL, type=str, metavar="ARCH", meaning=True),
+    Flag("split_file", None, "permutation of the train-set indices; the last 10% validate", GENERAL, type=str,
+         metavar="NPY", meaning=True,
+         shown={IMP: "npy_files/<dataset>-train-val.npy when its size fits the data set, else identity order",
+                SEARCH: REQUIRED,
+                RETRAIN: "npy_files/<dataset>-train-val.npy when its size fits the data set, else identity order"}),
+    Flag("data_mode", "auto", f"{' and '.join(IMAGE_TREES)}: hold the images in memory or stream them from disk "
+         "through DataLoader workers; auto streams imagenet and a folder whose images would take over a quarter "
+         "of the RAM", GENERAL, type=str, choices=DATA_MODES, meaning=True),
+    Flag("image_size", None, f"{' and '.join(IMAGE_TREES)}: side of the square training and evaluation images",
+         GENERAL, type=int, metavar="PX", shown="224", meaning=True),
+    Flag("workers", DEFAULT_WORKERS, "DataLoader workers decoding streamed images; 0 decodes in the main process; "
+         "results do not depend on it", GENERAL, type=int, metavar="N",
+         shown=f"the usable CPU cores less one, at most {MAX_DEFAULT_WORKERS}, divided among torchrun's processes "
+               "on the node"),
+    Flag("seed", None, "random seed; 0 is a seed", GENERAL, type=int, metavar="N", shown="unseeded",
+         sweep_owned=True),
+    Flag("save_dir", "", "folder for checkpoints, results and plots", GENERAL, type=str, metavar="DIR",
+         shown=REQUIRED, sweep_owned=True),
+    Flag("gpu", 0, "CUDA device id", GENERAL, type=int, metavar="ID"),
+    # ------------------------------------------------------------------ training
+    Flag("batch_size", 128, "batch size", TRAINING, type=int, metavar="N", meaning=True),
+    Flag("lr", {IMP: 0.01, SEARCH: 0.1, RETRAIN: 0.1}, "initial learning rate", TRAINING, type=float,
+         metavar="LR", meaning=True),
+    Flag("momentum", 0.9, "SGD momentum", TRAINING, type=float, metavar="M", meaning=True),
+    Flag("weight_decay", 1e-4, "weight decay", TRAINING, type=float, metavar="W", shown="1e-4", meaning=True),
+    Flag("epochs", 182, "epochs per round", TRAINING, type=int, metavar="N", meaning=True),
+    Flag("warmup", 0, "linear learning-rate warm-up epochs", TRAINING, type=int, metavar="N", meaning=True),
+    Flag("print_freq", 50, "log every N steps", TRAINING, type=int, metavar="N"),
+    Flag("decreasing_lr", DEFAULT_DECREASING_LR, "epochs at which the learning rate is multiplied by 0.1",
+         TRAINING, type=str, metavar="E1,E2", parse=parse_milestones, meaning=True),
+    # ------------------------------------------------------------------ runtime
+    Flag("device", "auto", "auto: CUDA device --gpu when present, else CPU", RUNTIME, type=str,
+         choices=("auto", "cpu", "cuda")),
+    Flag("precision", "fp32", "fp32 (true fp32: TF32 off on CUDA), tf32 (fp32 with TF32 matmuls and convolutions "
+         "on Ampere and newer GPUs), or bf16 autocast for the forward pass", RUNTIME, type=str, choices=PRECISIONS,
+         meaning=True),
+    Flag("channels_last", "auto", "channels-last memory format; auto: on with bf16", RUNTIME, type=str,
+         choices=("auto", "on", "off")),
+    Flag("compile", False, "torch.compile the model (CUDA only)", RUNTIME),
+    Flag("eval_batch_size", None, "batch size for evaluation and predictions", RUNTIME, type=int, metavar="N",
+         shown="1000 on CUDA, 128 on the CPU, where larger batches fall out of cache and run slower; both for "
+               "32 px images, scaled down by the pixel count for larger ones"),
+    Flag("no_progress", False, "no progress bar (it is also off when stderr is not a terminal)", RUNTIME),
+    Flag("trust_checkpoints", False, "load checkpoints with full pickle instead of the safe loader", RUNTIME),
+    # ------------------------------------------------------------------ resume
+    Flag("resume", False, "resume from --checkpoint, or without it from the newest checkpoint in --save_dir",
+         RESUME, sweep_owned=True),
+    Flag("checkpoint", None, "checkpoint file to resume from", RESUME, type=str, metavar="FILE",
+         shown="the newest in --save_dir", sweep_owned=True),
+    # ------------------------------------------------------------------ model pruning
+    Flag("pruning_times", 16, "number of rounds", PRUNING, SEARCHES, type=int, metavar="N"),
+    Flag("rate", 0.2, "fraction of the remaining conv weights pruned per round", PRUNING, SEARCHES, type=float,
+         metavar="R", meaning=True),
+    Flag("prune_type", "lt", {IMP: "lt | pt | rewind_lt", SEARCH: "lt | rewind_lt"}, PRUNING, SEARCHES, type=str,
+         choices={IMP: ("lt", "pt", "rewind_lt"), SEARCH: ("lt", "rewind_lt")}, meaning=True),
+    Flag("random_prune", False, "prune at random, same count", PRUNING, (IMP,), meaning=True),
+    Flag("rewind_epoch", 2, "rewind_lt rewinds to the weights after epoch index K", PRUNING, SEARCHES, type=int,
+         metavar="K", meaning=True),
+    Flag("train_subset", None, "train only on these dataset indices (e.g. a saved PrAC set), epochs scaled by its "
+         "size", PRUNING, SEARCHES, type=str, metavar="NPY", meaning=True),
+    Flag("prune_scope", "conv", "which weights are pruned: conv (the published scope: every conv layer) or "
+         "conv_linear (the linear layers too)", SCOPE, SEARCHES, type=str, choices=SCOPES, meaning=True, new=True),
+    Flag("prune_dense", "", "comma-separated layer names (as in the state_dict, e.g. conv1,fc) left dense", SCOPE,
+         SEARCHES, type=str, metavar="L1,L2", shown="none", parse=parse_layer_names, meaning=True, new=True),
+    Flag("prune_mode", "global", "global: --rate of the remaining weights of all pruned layers together, smallest "
+         "first (published); layerwise: --rate of each layer's own remaining weights", SCOPE, SEARCHES, type=str,
+         choices=MODES, meaning=True, new=True),
+    # ------------------------------------------------------------------ Early-Bird and data pruning
+    Flag("eb_eps", 0.08, "Early-Bird mask-distance threshold", DATA_PRUNING, (SEARCH,), type=float, metavar="EPS",
+         meaning=True),
+    Flag("queue_length", 5, "Early-Bird distance queue length", DATA_PRUNING, (SEARCH,), type=int, metavar="N",
+         meaning=True),
+    Flag("data_prune", "zero_out", "zero_out: keep examples forgotten more than --threshold times; constent: keep "
+         "a fixed fraction", DATA_PRUNING, (SEARCH,), type=str, choices=("zero_out", "constent"), meaning=True),
+    Flag("threshold", 0, "forgetting-event threshold for zero_out", DATA_PRUNING, (SEARCH,), type=int, metavar="N",
+         meaning=True),
+    Flag("data_rate", 0.2, "data pruning rate per round for constent", DATA_PRUNING, (SEARCH,), type=float,
+         metavar="R", meaning=True),
+    Flag("select", "prac", "which examples the next round trains on: prac (the paper's set: forgetting part + "
+         "pruning-aware part), forgetting or pruning_aware (either part alone), random or el2n (a random subset / "
+         "the highest EL2N scores, of the size the PrAC set of this run's statistics would have had; random with "
+         "--match_sizes: of the size of another PrAC run's set)", DATA_PRUNING, (SEARCH,), type=str,
+         choices=tuple(SELECTION_RULES), meaning=True, sweep_owned=True),
+    Flag("match_sizes", None, "--select random only (new; see docs/controls.md): each round k >= 1 draws exactly "
+         "as many examples as the PrAC run in DIR trained on in round k (its {k}prac_set.npy, else its rounds.csv), "
+         "the size-matched baseline; without it random takes the size of the PrAC set of its own statistics",
+         DATA_PRUNING, (SEARCH,), type=str, metavar="DIR", shown="none", meaning=True, new=True, sweep_owned=True),
+    Flag("score_epochs", 10, "el2n: average the scores over the round's first N epochs, or all if fewer",
+         DATA_PRUNING, (SEARCH,), type=int, metavar="N", meaning=True),
+    # ------------------------------------------------------------------ ticket
+    Flag("save_model", False, "save the model (checkpoints always hold it here, to allow resuming)", TICKET,
+         (RETRAIN,)),
+    Flag("init_dir", None, "checkpoint whose init_weight entry (or itself) gives the initial weights", TICKET,
+         (RETRAIN,), type=str, metavar="FILE", sweep_owned=True),
+    Flag("mask_dir", None, "checkpoint whose state_dict holds the *.weight_mask entries", TICKET, (RETRAIN,),
+         type=str, metavar="FILE", sweep_owned=True),
+    Flag("random_mask", False, "the random-mask control (new; see docs/controls.md): instead of --mask_dir's mask, "
+         "a seeded random mask with the same number of weights in every layer, on the --init_dir weights (or a "
+         "fresh initialisation without --init_dir); needs --mask_dir", TICKET, (RETRAIN,), meaning=True, new=True,
+         sweep_owned=True),
+)
+FLAG_BY_NAME: Dict[str, Flag] = {flag.name: flag for flag in FLAGS}
+# Flags that change what a run computes: resuming with another value would continue a
+# different experiment. pruning_times is not among them (a resume may extend the rounds), nor
+# are flags of speed and output (device, eval_batch_size, print_freq, ...).
+RESUME_CHECKED = tuple(flag.name for flag in FLAGS if flag.meaning)
+# What a checkpoint of ours written before a flag existed ran with: the flag's default.
+RESUME_DEFAULTS: Dict[str, Any] = {flag.name: flag.config_default() for flag in FLAGS if flag.new}
+SWEEP_OWNED = tuple(f"--{flag.name}" for flag in FLAGS if flag.sweep_owned)
+
+
+def build_parser(script: str, description: str) -> argparse.ArgumentParser:
+    """``script``'s parser: its flags from FLAGS, in their groups and order."""
+    parser = argparse.ArgumentParser(description=description)
+    groups: Dict[str, argparse._ArgumentGroup] = {}
+    for flag in FLAGS:
+        if script in flag.scripts:
+            if flag.group not in groups:
+                groups[flag.group] = parser.add_argument_group(flag.group)
+            flag.add_to(groups[flag.group], script)
+    return parser
+
+
+def _config_field(flag: Flag) -> Tuple[str, Any, Any]:
+    default = flag.config_default()
+    if isinstance(default, list):
+        return flag.name, List[Any], field(default_factory=lambda: list(default))
+    return flag.name, Any, field(default=default)
+
+
+class _ConfigMethods:
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @property
+    def scope(self) -> PruneScope:
+        """What pruning removes (--prune_scope, --prune_dense, --prune_mode)."""
+        return PruneScope(self.prune_scope, tuple(self.prune_dense), self.prune_mode)  # type: ignore[attr-defined]
+
+    @property
+    def use_channels_last(self) -> bool:
+        channels_last, precision = self.channels_last, self.precision  # type: ignore[attr-defined]
+        return channels_last == "on" or (channels_last == "auto" and precision == "bf16")
+
+
+# Everything a run needs, validated, saved next to its results: one field per flag in FLAGS,
+# with main_PrAC_imp.py's default (the library's; a script's parser gives its own).
+Config = make_dataclass("Config", [_config_field(flag) for flag in FLAGS], bases=(_ConfigMethods,))
+Config.__doc__ = "Everything a run needs, validated; saved next to its results. One field per flag in cli.FLAGS."
+
+
+def config_from_args(args: argparse.Namespace) -> "Config":
     """Validates the parsed flags and returns a Config; bad values raise one-line UserErrors."""
-    values = vars(args).copy()
+    values = {name: value for name, value in vars(args).items() if name in FLAG_BY_NAME}
     milestones_given = values.get("decreasing_lr") is not None
-    milestones_text = values["decreasing_lr"] if milestones_given else DEFAULT_DECREASING_LR
-    values["decreasing_lr"] = parse_milestones(milestones_text)
-    values["prune_dense"] = parse_layer_names(values.get("prune_dense", ""))
-    known = Config.__dataclass_fields__
-    config = Config(**{k: v for k, v in values.items() if k in known})
+    for name, value in values.items():
+        flag = FLAG_BY_NAME[name]
+        if flag.parse:
+            values[name] = flag.parse(flag.default if value is None else value)
+    config = Config(**values)
     validate(config)
     for warning in config_warnings(config, milestones_given=milestones_given):
         print(f"warning: {warning}", file=sys.stderr)
@@ -365,17 +378,6 @@ def validate(config: Config) -> None:
 
 
 # ----------------------------------------------------------------------------- resuming
-# Flags that change what a run computes: resuming with another value would continue a
-# different experiment. pruning_times is not here (a resume may extend the rounds), nor
-# are flags of speed and output (device, eval_batch_size, print_freq, ...).
-RESUME_CHECKED = ("dataset", "arch", "split_file", "data_mode", "image_size", "batch_size", "lr", "momentum",
-                  "weight_decay", "epochs", "decreasing_lr", "warmup", "rate", "prune_type", "random_prune",
-                  "rewind_epoch", "eb_eps", "queue_length", "data_prune", "threshold", "data_rate", "train_subset",
-                  "select", "score_epochs", "precision", "prune_scope", "prune_dense", "prune_mode",
-                  "random_mask", "match_sizes")
-# What a checkpoint of ours written before a flag existed ran with: the flag's default then.
-RESUME_DEFAULTS: Dict[str, Any] = {"prune_scope": "conv", "prune_dense": [], "prune_mode": "global",
-                                   "random_mask": False, "match_sizes": None}
 # Files compared by content: the same split in another folder is the same split.
 DIGESTED = ("split_file", "train_subset")
 

@@ -27,7 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from utils import CHECKPOINT_NAME, RunPaths, UserError, atomic_write
+from durable import atomic_write
+from paths import CHECKPOINT_NAME, RunPaths
+from utils import UserError
 
 DONE, QUEUED, RUNNING, FAILED, NOT_STARTED = "done", "queued", "running", "failed", "not started"
 ACTIVE = (QUEUED, RUNNING)
@@ -385,7 +387,7 @@ def sbatch_line(text: str) -> str:
 
 def resume_test(save_dir: str) -> str:
     """A shell condition true when ``save_dir`` holds a checkpoint to resume (the name pattern is
-    utils.CHECKPOINT_NAME's; Python without imports starts in milliseconds)."""
+    paths.CHECKPOINT_NAME's; Python without imports starts in milliseconds)."""
     code = ("import os, re, sys; d = sys.argv[2]; "
             "sys.exit(0 if os.path.isdir(d) and any(re.match(sys.argv[1], n) for n in os.listdir(d)) else 1)")
     return shlex.join([sys.executable, "-c", code, CHECKPOINT_NAME.pattern, save_dir])

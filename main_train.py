@@ -2,21 +2,19 @@
 import argparse
 from typing import Optional, Sequence
 
-from cli import add_common_args, add_resume_args, add_retrain_args, config_from_args
-from runners import run_retrain
+from cli import RETRAIN, config_from_args
+from cli import build_parser as build_script_parser
+from runners import RunEvents, run_retrain
 from utils import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Retrain a lottery ticket")
-    add_common_args(parser, lr_default=0.1)
-    add_resume_args(parser)
-    add_retrain_args(parser)
-    return parser
+    return build_script_parser(RETRAIN, "Retrain a lottery ticket")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    run_retrain(config_from_args(build_parser().parse_args(argv)))
+def main(argv: Optional[Sequence[str]] = None, events: Optional[RunEvents] = None) -> None:
+    """``events``: callbacks to follow the run (runners.RunEvents)."""
+    run_retrain(config_from_args(build_parser().parse_args(argv)), events)
 
 
 if __name__ == "__main__":

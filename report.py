@@ -26,8 +26,10 @@ import sys
 import tempfile
 from typing import Callable, List, Optional, Sequence
 
+from durable import TEMP_PREFIX, current_umask
+from paths import RunPaths
 from reporting.build import REPORT_MARKDOWN, Report, build_report, write_report
-from utils import TEMP_PREFIX, RunPaths, UserError, current_umask, run_cli
+from utils import UserError, run_cli
 
 REPORT_FOLDER = "report"
 

@@ -11,7 +11,8 @@ import shlex
 import sys
 import time
 import warnings
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,19 +20,42 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import checkpoint as codec
+import cli
 import distributed
 import pruner
-from checkpoint import RunState, StateDict
+from checkpoint import RunState, StateDict, atomic_copy, load_checkpoint, save_checkpoint
 from cli import Config, resume_mismatches, run_identity
 from dataset import Data, load_data, load_index_file
+from durable import atomic_write, claim_save_dir
 from models import build_model
-from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
-                  next_training_set, pruning_aware_examples, scaled_schedule)
+from paths import RunPaths
+from prac import (
+    BatchHook,
+    RoundSchedule,
+    RoundStatistics,
+    SelectionInput,
+    SelectionSettings,
+    build_rule,
+    next_training_set,
+    pruning_aware_examples,
+    scaled_schedule,
+)
+from outputs import EPOCH_FIELDS, LAYER_FIELDS, ROUND_FIELDS, ResultTable, plot_curves, plot_layers, save_run_info
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, set_float32_math, train_epoch
-from utils import (EPOCH_FIELDS, LAYER_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE,
-                   STREAM_SELECT, STREAM_TRAIN, ResultTable, RunPaths, UserError, atomic_copy, atomic_write,
-                   claim_save_dir, derived_seed, describe_device, fresh_seed, load_checkpoint, make_generator,
-                   plot_curves, plot_layers, save_checkpoint, save_run_info, select_device, setup_logging)
+from utils import (
+    LOG,
+    STREAM_RANDOM_MASK,
+    STREAM_RANDOM_PRUNE,
+    STREAM_SELECT,
+    STREAM_TRAIN,
+    UserError,
+    derived_seed,
+    describe_device,
+    fresh_seed,
+    make_generator,
+    select_device,
+    setup_logging,
+)
 
 # Evaluation batches at 32 px. Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates
 # ~8x faster in batches of 128 than of 1000, whose activations fall out of cache; a GPU wants
@@ -39,7 +63,7 @@ from utils import (EPOCH_FIELDS, LAYER_FIELDS, LOG, ROUND_FIELDS, STREAM_RANDOM_
 CPU_EVAL_BATCH, CUDA_EVAL_BATCH = 128, 1000
 EVAL_BATCH_REFERENCE_SIZE = 32  # px: the image side the two batch sizes above are for
 MIN_EVAL_BATCH = 8
-IMP_SCRIPT, PRAC_SCRIPT, RETRAIN_SCRIPT = "main_imp.py", "main_PrAC_imp.py", "main_train.py"
+IMP_SCRIPT, PRAC_SCRIPT, RETRAIN_SCRIPT = cli.IMP, cli.SEARCH, cli.RETRAIN
 EpochCheck = Tuple[Optional[float], bool, Optional[float]]  # (Early-Bird distance, stop, its seconds)
 
 
@@ -57,6 +81,25 @@ def shared_fresh_seed() -> int:
     return distributed.broadcast_object(fresh_seed())
 
 
+@dataclass
+class RunEvents:
+    """What a caller (a test, a notebook, a monitor) may follow without patching the loop:
+    each list's callables are called in order. ``round_start(session, model, run)`` before a
+    round trains (the model holds its starting weights); ``epoch_row(session, row)`` after an
+    epoch's row is written; ``checkpoint(session, run)`` after a checkpoint is durable (rank 0
+    has written it); ``rewind_snapshot(session, weights)`` when round 0 keeps its rewind point."""
+
+    round_start: List[Callable[["Session", nn.Module, RunState], None]] = field(default_factory=list)
+    epoch_row: List[Callable[["Session", Dict[str, Any]], None]] = field(default_factory=list)
+    checkpoint: List[Callable[["Session", RunState], None]] = field(default_factory=list)
+    rewind_snapshot: List[Callable[["Session", StateDict], None]] = field(default_factory=list)
+
+
+def emit(callbacks: Sequence[Callable[..., None]], *args: Any) -> None:
+    for callback in callbacks:
+        callback(*args)
+
+
 def copy_state(model: nn.Module) -> StateDict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -67,9 +110,10 @@ class Session:
     Under torchrun every rank has one; rank 0 alone holds the save_dir lock and writes.
     """
 
-    def __init__(self, config: Config, script: str):
+    def __init__(self, config: Config, script: str, events: Optional[RunEvents] = None):
         self.config = config
-        self.script = script
+        self.script = script  # the plan's: what args.json and the checkpoints record
+        self.events = events or RunEvents()
         distributed.init_from_env(use_cuda=config.device != "cpu" and torch.cuda.is_available())
         self.lock = None
         try:
@@ -198,13 +242,6 @@ class Session:
     def load(self, path: str, what: str) -> Any:
         return load_checkpoint(path, what, trust=self.config.trust_checkpoints)
 
-    def tag(self, run: RunState) -> Optional[int]:
-        """Round number in file names; main_train.py's files carry none."""
-        return None if self.script == RETRAIN_SCRIPT else run.round
-
-    def label(self, run: RunState) -> str:
-        return "retraining" if self.script == RETRAIN_SCRIPT else f"round {run.round}"
-
 
 @contextlib.contextmanager
 def weights_error(source: str, config: Config) -> Iterator[None]:
@@ -219,7 +256,7 @@ def weights_error(source: str, config: Config) -> Iterator[None]:
 
 
 # ============================================================================ checkpoints
-def save_run(session: Session, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+def save_run(session: Session, plan: "Plan", model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              run: RunState, is_best: bool = False) -> None:
     """Writes the round's best file (when this epoch is the best) and then its checkpoint.
 
@@ -230,15 +267,16 @@ def save_run(session: Session, model: nn.Module, optimizer: torch.optim.Optimize
     """
     if distributed.is_main():
         contents = codec.encode(run, model, optimizer, scheduler, session.identity, session.script)
-        checkpoint_path = session.paths.checkpoint(session.tag(run))
+        checkpoint_path = session.paths.checkpoint(plan.tag(run))
         if is_best:
-            best_path = session.paths.best(session.tag(run))
+            best_path = session.paths.best(plan.tag(run))
             save_checkpoint(contents, best_path)
             atomic_copy(best_path, checkpoint_path)
         else:
             save_checkpoint(contents, checkpoint_path)
     # The other ranks read the best files (pruning-aware predictions, pt rewinding) later.
     distributed.barrier()
+    emit(session.events.checkpoint, session, run)
 
 
 def new_optimizer(session: Session, model: nn.Module, schedule: RoundSchedule,
@@ -305,7 +343,7 @@ def resume_run(session: Session, plan: "Plan") -> Tuple[nn.Module, torch.optim.O
         session.round_table.keep_only(lambda row: int(row["round"]) < run.round)
         session.layer_table.keep_only(lambda row: int(row["round"]) < run.round)
     session.save_run_info()
-    LOG.info(f"resumed from {path}: {session.label(run)}, {run.epoch}/{run.schedule.epochs} epochs done")
+    LOG.info(f"resumed from {path}: {plan.label(run)}, {run.epoch}/{run.schedule.epochs} epochs done")
     return model, optimizer, scheduler, run
 
 
@@ -326,7 +364,7 @@ def train_round(session: Session, model: nn.Module, optimizer: torch.optim.Optim
                             epoch=epoch, crop_padding=data.info.crop_padding,
                             warmup_epochs=run.schedule.warmup, base_lr=config.lr,
                             on_batch=traced(plan.batch_hook(run, epoch), f"trained.r{run.round}.e{epoch}"),
-                            description=f"{session.label(run)} epoch {epoch + 1}/{run.schedule.epochs}")
+                            description=f"{plan.label(run)} epoch {epoch + 1}/{run.schedule.epochs}")
         distributed.sync_buffers(model)
         plan.gather_records(run, epoch)
         val_acc = evaluate(forward_model, data.train, session.settings, session.val_indices)
@@ -348,15 +386,16 @@ def train_round(session: Session, model: nn.Module, optimizer: torch.optim.Optim
         if stop:
             run.round_finished, run.eb_stop_epoch = True, epoch + 1
         # The row goes first: if the run dies before the checkpoint, resuming drops it.
+        row = {"round": run.round, "epoch": epoch + 1, "lr": lr, "train_acc": stats.accuracy,
+               "val_acc": val_acc, "test_acc": test_acc, "remaining_weights": pruner.remaining_weights(model),
+               "train_examples": stats.examples, "round_steps": run.round_steps,
+               "round_examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
+               "eb_distance": distance, "eb_seconds": check_seconds, "seconds": stats.seconds}
         if distributed.is_main():
-            session.epoch_table.append({
-                "round": run.round, "epoch": epoch + 1, "lr": lr, "train_acc": stats.accuracy,
-                "val_acc": val_acc, "test_acc": test_acc, "remaining_weights": pruner.remaining_weights(model),
-                "train_examples": stats.examples, "round_steps": run.round_steps,
-                "round_examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
-                "eb_distance": distance, "eb_seconds": check_seconds, "seconds": stats.seconds})
-        save_run(session, model, optimizer, scheduler, run, is_best=is_best)
-        LOG.info(f"{session.label(run)} epoch {epoch + 1}/{run.schedule.epochs}: lr {lr:.4g} "
+            session.epoch_table.append(row)
+        emit(session.events.epoch_row, session, row)
+        save_run(session, plan, model, optimizer, scheduler, run, is_best=is_best)
+        LOG.info(f"{plan.label(run)} epoch {epoch + 1}/{run.schedule.epochs}: lr {lr:.4g} "
                  f"train {stats.accuracy:.2f} val {val_acc:.2f} test {test_acc:.2f} "
                  f"({stats.examples / max(stats.seconds, 1e-9):.0f} img/s)"
                  + (f" mask distance {distance:.4f}" if distance is not None else "")
@@ -378,26 +417,26 @@ def traced(hook: Optional[BatchHook], name: str) -> Optional[BatchHook]:
     return tracing
 
 
-def finish_round(session: Session, model: nn.Module, run: RunState) -> Tuple[float, float]:
+def finish_round(session: Session, plan: "Plan", model: nn.Module, run: RunState) -> Tuple[float, float]:
     """Reports the round: plot, round row, test accuracy at the best validation epoch."""
     val = run.results["val_acc"]
     if not val:
-        raise UserError(f"{session.label(run)} has no finished epoch to report")
+        raise UserError(f"{plan.label(run)} has no finished epoch to report")
     best = int(np.argmax(val))
     best_val, test_at_best = val[best], run.results["test_acc"][best]
     remaining = pruner.remaining_weights(model)
     if distributed.is_main():
-        _report_round(session, run, remaining, best_val, test_at_best, pruner.layer_counts(model))
-    LOG.info(f"* {session.label(run)}: remaining weights {remaining:.2f}%, best validation {best_val:.2f} "
+        _report_round(session, plan, run, remaining, best_val, test_at_best, pruner.layer_counts(model))
+    LOG.info(f"* {plan.label(run)}: remaining weights {remaining:.2f}%, best validation {best_val:.2f} "
              f"at epoch {best + 1}, test accuracy there {test_at_best:.2f}")
     return best_val, test_at_best
 
 
-def _report_round(session: Session, run: RunState, remaining: float, best_val: float, test_at_best: float,
-                  layers: Sequence[Tuple[str, int, int]]) -> None:
+def _report_round(session: Session, plan: "Plan", run: RunState, remaining: float, best_val: float,
+                  test_at_best: float, layers: Sequence[Tuple[str, int, int]]) -> None:
     """The round's plots, its row and its per-layer rows (rank 0)."""
-    plot_curves(run.results, session.paths.curves(session.tag(run)),
-                title=f"{session.config.arch} {session.config.dataset} {session.label(run)}")
+    plot_curves(run.results, session.paths.curves(plan.tag(run)),
+                title=f"{session.config.arch} {session.config.dataset} {plan.label(run)}")
     session.round_table.append({
         "round": run.round, "remaining_weights": remaining, "train_examples": len(run.train_indices),
         "forgetting_part": run.set_parts.get("forgetting_part"),
@@ -405,7 +444,7 @@ def _report_round(session: Session, run: RunState, remaining: float, best_val: f
         "epochs_planned": run.schedule.epochs, "epochs_run": run.epoch, "eb_stop_epoch": run.eb_stop_epoch,
         "steps": run.round_steps, "examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
         "best_val_acc": best_val, "test_acc_at_best_val": test_at_best, "seconds": run.round_seconds,
-        "select_rule": session.config.select if session.script == PRAC_SCRIPT else None})
+        "select_rule": plan.select_rule})
     # The layer rows go after the round row: a resume drops both of an unfinished round.
     session.layer_table.extend([{"round": run.round, "layer": name, "weights": weights, "remaining": kept}
                                 for name, weights, kept in layers])
@@ -415,21 +454,53 @@ def _report_round(session: Session, run: RunState, remaining: float, best_val: f
 
 # ============================================================================ plans
 class Plan:
-    """What varies between the scripts' rounds. The base plan is main_train.py's: no
-    statistics, no early stop, nothing between rounds."""
+    """What varies between the scripts, each of which is a plan run by :func:`run_rounds`:
+    its name, how its first round starts, what it does during and between rounds."""
 
-    script = RETRAIN_SCRIPT
+    script = ""
+    records_per_example = False  # its checkpoints hold PrAC's per-example records
     lr_rewind_steps = 0
+    select_rule: Optional[str] = None  # the rounds.csv column
 
     def __init__(self, session: Session):
         self.session = session
         self.config = session.config
 
+    @property
+    def rounds(self) -> int:
+        return self.config.pruning_times
+
+    def tag(self, run: RunState) -> Optional[int]:
+        """The round number in file names."""
+        return run.round
+
+    def label(self, run: RunState) -> str:
+        return f"round {run.round}"
+
+    def start(self, base_seed: int) -> Tuple[nn.Module, RunState]:
+        """A fresh run's model and state, after its run info is written."""
+        raise NotImplementedError
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuses, before anything is trained, a model the run's settings do not fit."""
+
+    def announce(self, run: RunState, model: nn.Module) -> None:
+        """The log line that opens a round."""
+
+    def prepare_round(self, run: RunState) -> None:
+        """Creates what the round records, when a fresh round (not a resume) starts."""
+
+    def end_round(self, run: RunState, model: nn.Module, last: bool) -> None:
+        """What follows a reported round (the ticket search prunes and rewinds here)."""
+
+    def next_round(self, run: RunState) -> RunState:
+        raise NotImplementedError
+
     def check_resumable(self, decoded: codec.Decoded, path: str) -> None:
         """Refuses, before anything is written, a checkpoint of another script or of a run
         whose data, split, architecture or meaning-changing flags differ from this one's."""
         mismatches = resume_mismatches(decoded.config or {}, self.config, decoded.script, self.script)
-        if decoded.script is None and decoded.is_prac != (self.script == PRAC_SCRIPT):
+        if decoded.script is None and decoded.is_prac != self.records_per_example:
             writer = PRAC_SCRIPT if decoded.is_prac else "main_imp.py or main_train.py"
             mismatches.insert(0, f"script: a checkpoint of {writer}, now {self.script}")
         if mismatches:
@@ -455,14 +526,45 @@ class Plan:
 class SearchPlan(Plan):
     """Rounds of ticket search: the rewind snapshot of round 0, pruning and rewinding."""
 
+    def start(self, base_seed: int) -> Tuple[nn.Module, RunState]:
+        session, config = self.session, self.config
+        model = session.new_model(base_seed)
+        self.check_model(model)  # before anything is written
+        session.save_run_info()
+        train_indices, schedule = self.first_round()
+        # rewind_lt has no rewind point until epoch --rewind_epoch of round 0 has run.
+        rewind_weights = None if config.prune_type == "rewind_lt" else copy_state(model)
+        return model, RunState(round=0, schedule=schedule, train_indices=train_indices, base_seed=base_seed,
+                               rewind_weights=rewind_weights)
+
+    def check_model(self, model: nn.Module) -> None:
+        pruner.check_scope(model, self.config.scope)
+
+    def announce(self, run: RunState, model: nn.Module) -> None:
+        LOG.info(f"=== round {run.round}/{self.rounds - 1}: remaining weights "
+                 f"{pruner.remaining_weights(model):.2f}%, {len(run.train_indices)} training examples, "
+                 f"{run.schedule.epochs} epochs")
+
     def after_epoch(self, run: RunState, model: nn.Module, epoch: int) -> EpochCheck:
         if run.round == 0 and epoch == self.config.rewind_epoch:
             rewind_weights = copy_state(model)
             if distributed.is_main():
                 save_checkpoint(rewind_weights, self.session.paths.rewind_weight(epoch))
+            emit(self.session.events.rewind_snapshot, self.session, rewind_weights)
             if self.config.prune_type == "rewind_lt":
                 run.rewind_weights = rewind_weights
         return None, False, None
+
+    def end_round(self, run: RunState, model: nn.Module, last: bool) -> None:
+        """Prunes to the round's ticket mask and rewinds; after the last round, saves the final ticket."""
+        mask = self.ticket_mask(run, model)
+        with weights_error("rewind weights", self.config):
+            pruner.rewind(model, self.rewind_target(run, model), mask)
+        if last:
+            paths = self.session.paths
+            if distributed.is_main():
+                save_checkpoint(codec.encode_final_ticket(run, model), paths.final_ticket())
+            LOG.info(f"final ticket ({pruner.remaining_weights(model):.2f}% weights) saved to {paths.final_ticket()}")
 
     def first_round(self) -> Tuple[np.ndarray, RoundSchedule]:
         """Round 0 trains on the whole training split, or on --train_subset with epochs scaled."""
@@ -474,9 +576,6 @@ class SearchPlan(Plan):
                                            subset.size, data.train_number)
         return data.train_indices.copy(), self.session.full_schedule()
 
-    def prepare_round(self, run: RunState) -> None:
-        """Creates what the round records, when a fresh round (not a resume) starts."""
-
     def ticket_mask(self, run: RunState, model: nn.Module) -> pruner.Mask:
         raise NotImplementedError
 
@@ -487,9 +586,6 @@ class SearchPlan(Plan):
             LOG.info("round 0 ended before --rewind_epoch: rewinding to its final weights instead")
             run.rewind_weights = pruner.dense_state_dict(copy_state(model))
         return run.rewind_weights
-
-    def next_round(self, run: RunState) -> RunState:
-        raise NotImplementedError
 
 
 class ImpPlan(SearchPlan):
@@ -527,10 +623,12 @@ class PracPlan(SearchPlan):
     --select rule with epochs scaled by the set's size."""
 
     script = PRAC_SCRIPT
+    records_per_example = True
 
     def __init__(self, session: Session):
         super().__init__(session)
         config = self.config
+        self.select_rule = config.select
         self.rule = build_rule(config.select, SelectionSettings(config.data_prune, config.threshold,
                                                                 config.data_rate, config.score_epochs))
         self._dense_predictions: Optional[np.ndarray] = None
@@ -699,65 +797,60 @@ def train_split_predictions(session: Session, checkpoint_path: str) -> np.ndarra
 
 
 # ============================================================================ the round loop
-def run_rounds(session: Session, plan: SearchPlan) -> None:
-    """The ticket search: train a round, report it, take the ticket mask, rewind, choose the
-    next round's examples and schedule; --pruning_times rounds, resumable after any write."""
+def run_rounds(session: Session, plan: Plan) -> None:
+    """Every script's loop: train a round, report it, end it (prune and rewind, for a search),
+    choose the next round's examples and schedule; ``plan.rounds`` rounds, resumable after
+    any write."""
     config = session.config
     if config.resume:
         model, optimizer, scheduler, run = resume_run(session, plan)
-        pruner.check_scope(model, config.scope)
+        plan.check_model(model)
     else:
-        base_seed = config.seed if config.seed is not None else shared_fresh_seed()
-        model = session.new_model(base_seed)
-        pruner.check_scope(model, config.scope)  # before anything is written
-        session.save_run_info()
-        train_indices, schedule = plan.first_round()
-        # rewind_lt has no rewind point until epoch --rewind_epoch of round 0 has run.
-        rewind_weights = None if config.prune_type == "rewind_lt" else copy_state(model)
-        run = RunState(round=0, schedule=schedule, train_indices=train_indices, base_seed=base_seed,
-                       rewind_weights=rewind_weights)
-        optimizer, scheduler = new_optimizer(session, model, schedule)
+        model, run = plan.start(config.seed if config.seed is not None else shared_fresh_seed())
+        optimizer, scheduler = new_optimizer(session, model, run.schedule)
         plan.prepare_round(run)
         plan.save_round_files(run)
-        save_run(session, model, optimizer, scheduler, run)
-    while run.round < config.pruning_times:
+        save_run(session, plan, model, optimizer, scheduler, run)
+    while run.round < plan.rounds:
         plan.prepare_round(run)
-        LOG.info(f"=== round {run.round}/{config.pruning_times - 1}: remaining weights "
-                 f"{pruner.remaining_weights(model):.2f}%, {len(run.train_indices)} training examples, "
-                 f"{run.schedule.epochs} epochs")
+        plan.announce(run, model)
+        emit(session.events.round_start, session, model, run)
         train_round(session, model, optimizer, scheduler, run, plan)
-        finish_round(session, model, run)
-        mask = plan.ticket_mask(run, model)
-        with weights_error("rewind weights", config):
-            pruner.rewind(model, plan.rewind_target(run, model), mask)
-        if run.round == config.pruning_times - 1:
-            if distributed.is_main():
-                save_checkpoint(codec.encode_final_ticket(run, model), session.paths.final_ticket())
-            LOG.info(f"final ticket ({pruner.remaining_weights(model):.2f}% weights) saved to "
-                     f"{session.paths.final_ticket()}")
+        finish_round(session, plan, model, run)
+        last = run.round == plan.rounds - 1
+        plan.end_round(run, model, last)
+        if last:
             break
         run = plan.next_round(run)
         optimizer, scheduler = new_optimizer(session, model, run.schedule, plan.lr_rewind_steps)
         plan.save_round_files(run)
-        save_run(session, model, optimizer, scheduler, run)
+        save_run(session, plan, model, optimizer, scheduler, run)
     LOG.info("done")
 
 
-def run_imp(config: Config) -> None:
+def run_script(plan_class: type, config: Config, events: Optional[RunEvents] = None) -> None:
+    with Session(config, plan_class.script, events) as session:
+        run_rounds(session, plan_class(session))
+
+
+def run_imp(config: Config, events: Optional[RunEvents] = None) -> None:
     """main_imp.py: iterative magnitude pruning (lt | rewind_lt | pt, or random pruning)."""
-    with Session(config, IMP_SCRIPT) as session:
-        run_rounds(session, ImpPlan(session))
+    run_script(ImpPlan, config, events)
 
 
-def run_prac_imp(config: Config) -> None:
+def run_prac_imp(config: Config, events: Optional[RunEvents] = None) -> None:
     """main_PrAC_imp.py: IMP with Early-Bird rounds trained on the --select rule's sets."""
-    with Session(config, PRAC_SCRIPT) as session:
-        run_rounds(session, PracPlan(session))
+    run_script(PracPlan, config, events)
+
+
+def run_retrain(config: Config, events: Optional[RunEvents] = None) -> None:
+    """main_train.py: one round training a ticket on the full training split (RetrainPlan)."""
+    run_script(RetrainPlan, config, events)
 
 
 # ============================================================================ retraining
-def run_retrain(config: Config) -> None:
-    """main_train.py: train a ticket on the full training split.
+class RetrainPlan(Plan):
+    """main_train.py: one round on the full training split, from the ticket it is given.
 
     --init_dir and --mask_dir: the ticket. --mask_dir alone: the mask from a fresh seeded
     initialisation (the random re-initialisation control). --random_mask with --mask_dir: a
@@ -765,16 +858,18 @@ def run_retrain(config: Config) -> None:
     --init_dir weights. --init_dir alone: those weights, dense. Neither: the dense network
     from a seeded initialisation.
     """
-    with Session(config, RETRAIN_SCRIPT) as session:
-        _retrain(session, Plan(session))
 
+    script = RETRAIN_SCRIPT
+    rounds = 1  # type: ignore[assignment]
 
-def _retrain(session: Session, plan: Plan) -> None:
-    config = session.config
-    if config.resume:
-        model, optimizer, scheduler, run = resume_run(session, plan)
-    else:
-        base_seed = config.seed if config.seed is not None else shared_fresh_seed()
+    def tag(self, run: RunState) -> Optional[int]:
+        return None  # main_train.py's files carry no round number
+
+    def label(self, run: RunState) -> str:
+        return "retraining"
+
+    def start(self, base_seed: int) -> Tuple[nn.Module, RunState]:
+        session, config = self.session, self.config
         model = session.new_model(base_seed)
         init_weights = (_init_weights(session.load(config.init_dir, "--init_dir"), config.init_dir)
                         if config.init_dir else pruner.dense_state_dict(copy_state(model)))
@@ -788,20 +883,19 @@ def _retrain(session: Session, plan: Plan) -> None:
             else:
                 model.load_state_dict(init_weights)
         session.save_run_info({"ticket": _ticket_record(config, source_round)})
-        optimizer, scheduler = new_optimizer(session, model, session.full_schedule())
-        run = RunState(round=0, schedule=session.full_schedule(), train_indices=session.data.train_indices.copy(),
-                       base_seed=base_seed, rewind_weights=init_weights)
-        save_run(session, model, optimizer, scheduler, run)
-    what = ("the ticket's weights under a random mask of its per-layer counts (random mask)"
-            if config.random_mask and config.init_dir else
-            "a random mask of the ticket's per-layer counts from a fresh initialisation" if config.random_mask else
-            "a ticket" if config.init_dir and config.mask_dir else
-            "a mask from a fresh initialisation (random re-initialisation)" if config.mask_dir else
-            "the given weights, dense" if config.init_dir else "the dense network from a fresh initialisation")
-    LOG.info(f"retraining {what}: {pruner.remaining_weights(model):.2f}% of conv weights remaining")
-    train_round(session, model, optimizer, scheduler, run, plan)
-    finish_round(session, model, run)
-    LOG.info("done")
+        return model, RunState(round=0, schedule=session.full_schedule(),
+                               train_indices=session.data.train_indices.copy(), base_seed=base_seed,
+                               rewind_weights=init_weights)
+
+    def announce(self, run: RunState, model: nn.Module) -> None:
+        config = self.config
+        what = ("the ticket's weights under a random mask of its per-layer counts (random mask)"
+                if config.random_mask and config.init_dir else
+                "a random mask of the ticket's per-layer counts from a fresh initialisation" if config.random_mask
+                else "a ticket" if config.init_dir and config.mask_dir else
+                "a mask from a fresh initialisation (random re-initialisation)" if config.mask_dir else
+                "the given weights, dense" if config.init_dir else "the dense network from a fresh initialisation")
+        LOG.info(f"retraining {what}: {pruner.remaining_weights(model):.2f}% of conv weights remaining")
 
 
 def _ticket_mask(session: Session, model: nn.Module) -> Tuple[pruner.Mask, Optional[int]]:

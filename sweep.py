@@ -36,20 +36,16 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import cli
 import launchers
-import main_imp
-import main_PrAC_imp
-import main_train
+from cli import SWEEP_OWNED
+from durable import atomic_write
 from prac import SELECTION_RULES
-from utils import UserError, atomic_write, run_cli
+from utils import UserError, run_cli
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = {"imp": "main_imp.py", "search": "main_PrAC_imp.py", "retrain": "main_train.py"}
-PARSERS = {"main_imp.py": main_imp.build_parser, "main_PrAC_imp.py": main_PrAC_imp.build_parser,
-           "main_train.py": main_train.build_parser}
-# Flags the sweep sets itself for every run.
-SWEEP_OWNED = ("--seed", "--save_dir", "--select", "--resume", "--checkpoint", "--init_dir", "--mask_dir",
-               "--match_sizes", "--random_mask")
+SCRIPTS = {"imp": cli.IMP, "search": cli.SEARCH, "retrain": cli.RETRAIN}
+PARSERS = {script: functools.partial(cli.build_parser, script, "") for script in cli.ALL_SCRIPTS}
 RETRAIN_CHOICES = ("final", "all", "none")
 # Controls retrained beside each ticket (open_lth's lottery branches), as main_train.py flags:
 # reinit: the ticket's mask from a fresh seeded initialisation (--mask_dir alone);
@@ -204,7 +200,7 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
             save_dir = sweep.path("runs", name)
             argv = flags_for(script, sweep.flags) + ["--seed", str(seed), "--save_dir", save_dir]
             after = None
-            if script == SCRIPTS["search"]:
+            if method != "imp":  # every other method is main_PrAC_imp.py's rule of that name
                 argv += ["--select", method]
             if method in SIZE_SOURCE:
                 after = f"{SIZE_SOURCE[method]}-seed{seed}"
@@ -235,7 +231,7 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
 
 def search_settings(flags: Sequence[str]) -> argparse.Namespace:
     """The flags as main_imp.py reads them (--pruning_times, --device), defaults filled in."""
-    return main_imp.build_parser().parse_args(flags_for("main_imp.py", flags) + ["--save_dir", "x"])
+    return PARSERS[cli.IMP]().parse_args(flags_for(cli.IMP, flags) + ["--save_dir", "x"])
 
 
 # ============================================================================ grids

@@ -99,7 +99,7 @@ def nearby_retrains(run: Run) -> List[Run]:
         except UserError:  # not this report's business: it was not asked for
             continue
         source = str(train.ticket.get("source_run") or "") if train is not None else ""
-        if source and train.script == RETRAIN_SCRIPT and (os.path.realpath(source) == os.path.realpath(run.path)
+        if source and not train.is_search and (os.path.realpath(source) == os.path.realpath(run.path)
                                                           or os.path.normpath(source) == run.recorded_path):
             found.append(train)
     return found

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from reporting.runs import DENSE, RANDOM_MASK_REINIT, RETRAIN_SCRIPT, Run
+from reporting.runs import DENSE, RANDOM_MASK_REINIT, Run
 
 # A retraining run and the round it matches agree on the density to this many percentage
 # points (rounds.csv keeps 6 significant digits).
@@ -121,7 +121,7 @@ def group_runs(runs: Sequence[Run], notes: List[str]) -> List[Group]:
     setting (say a longer --epochs) splits it too."""
     search = [run for run in runs if run.is_search]
     retrains = []
-    for train in (run for run in runs if run.script == RETRAIN_SCRIPT and run.role != DENSE):
+    for train in (run for run in runs if not run.is_search and run.role != DENSE):
         if train.role == RANDOM_MASK_REINIT:
             notes.append(f"{train.path}: a random mask from a fresh initialisation is not one of the controls "
                          "shown (the ticket's mask from a fresh initialisation, a random mask on its weights); "
@@ -142,7 +142,7 @@ def group_runs(runs: Sequence[Run], notes: List[str]) -> List[Group]:
             chosen = [retrain_settings[index] for index in retrain_clique]
             groups.append(Group(setting=_merged(combo), runs=members, retrain_setting=_merged(list(map(dict, chosen))),
                                 retrains=[r for r in attached if r.run.setting in chosen]))
-    for run in (run for run in runs if run.script == RETRAIN_SCRIPT and run.role == DENSE):
+    for run in (run for run in runs if not run.is_search and run.role == DENSE):
         # a dense main_train.py run is trained like the group's retraining runs (like its search, without any)
         fits = [group for group in groups if compatible(group.retrain_setting or group.setting, dict(run.setting))]
         if not fits:

@@ -10,14 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import cli
-import main_imp
-import main_PrAC_imp
-import main_train
-from utils import ROUND_FIELDS, RunPaths, UserError
+from paths import RunPaths
+from outputs import ROUND_FIELDS
+from utils import UserError
 
-IMP_SCRIPT, SEARCH_SCRIPT, RETRAIN_SCRIPT = "main_imp.py", "main_PrAC_imp.py", "main_train.py"
-PARSERS = {IMP_SCRIPT: main_imp.build_parser, SEARCH_SCRIPT: main_PrAC_imp.build_parser,
-           RETRAIN_SCRIPT: main_train.build_parser}
+IMP_SCRIPT, SEARCH_SCRIPT, RETRAIN_SCRIPT = cli.IMP, cli.SEARCH, cli.RETRAIN
 IMP_METHOD = "imp"
 # The method axis: a main_PrAC_imp.py run's --select rule (and --match_sizes, which names the PrAC
 # run of the same seed whose set sizes random copies) is its method, not part of its setting; the
@@ -27,9 +24,16 @@ SIZE_MATCHED = " (size-matched)"
 # What a main_train.py run is, read from its ticket record.
 TICKET, REINIT, RANDOM_MASK, DENSE = "ticket", "reinit", "random mask", "dense"
 RANDOM_MASK_REINIT = "random mask, reinit"  # not one of the controls the report shows
-# What a run recorded before a setting existed ran with, where cli declares it; else the
+# What a run recorded before a setting existed ran with (cli's flags marked new); any other
 # missing setting matches any value.
-OLD_DEFAULTS: Dict[str, Any] = getattr(cli, "RESUME_DEFAULTS", {})
+OLD_DEFAULTS: Dict[str, Any] = cli.RESUME_DEFAULTS
+
+# A search run's method, from what it recorded: imp, or main_PrAC_imp.py's --select rule.
+SEARCH_METHOD = {
+    IMP_SCRIPT: lambda arguments: IMP_METHOD,
+    SEARCH_SCRIPT: lambda arguments: str(arguments.get("select")) + (SIZE_MATCHED if arguments.get("match_sizes")
+                                                                     else ""),
+}
 
 Setting = Tuple[Tuple[str, Any], ...]  # (name, value) pairs, sorted by name; hashable
 
@@ -53,9 +57,8 @@ class RoundResult:
 
 @functools.lru_cache(maxsize=None)
 def setting_names(script: str) -> Tuple[str, ...]:
-    """The meaning-changing settings (cli.RESUME_CHECKED) that ``script`` has, less the method and control axes."""
-    options = {action.dest for action in PARSERS[script]()._actions}
-    return tuple(name for name in cli.RESUME_CHECKED if name in options and name not in AXES)
+    """The meaning-changing settings (cli.FLAGS) that ``script`` has, less the method and control axes."""
+    return tuple(flag.name for flag in cli.FLAGS if flag.meaning and script in flag.scripts and flag.name not in AXES)
 
 
 def _hashable(value: Any) -> Any:
@@ -92,7 +95,7 @@ class Run:
 
     @property
     def is_search(self) -> bool:
-        return self.script in (IMP_SCRIPT, SEARCH_SCRIPT)
+        return self.script in SEARCH_METHOD
 
     @property
     def role(self) -> str:
@@ -108,10 +111,8 @@ class Run:
     @property
     def method(self) -> str:
         """imp, the --select rule of main_PrAC_imp.py, or what a main_train.py run trained."""
-        if self.script == IMP_SCRIPT:
-            return IMP_METHOD
-        if self.script == SEARCH_SCRIPT:
-            return str(self.arguments.get("select")) + (SIZE_MATCHED if self.arguments.get("match_sizes") else "")
+        if self.is_search:
+            return SEARCH_METHOD[self.script](self.arguments)
         if self.role == DENSE:
             return f"{DENSE} (given weights)" if self.arguments.get("init_dir") else DENSE
         return self.role
@@ -181,7 +182,7 @@ def load_run(folder: str, notes: List[str]) -> Optional[Run]:
     except (OSError, ValueError) as error:
         raise UserError(f"{info_path} is not readable JSON ({error})") from None
     script = os.path.basename(str(info.get("script") or "")) if isinstance(info, dict) else ""
-    if script not in PARSERS:
+    if script not in cli.ALL_SCRIPTS:
         notes.append(f"{folder}: its args.json names no script of this project; left out")
         return None
     if not os.path.isfile(RunPaths(folder).rounds_csv):

@@ -11,13 +11,12 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pytest
 import torch
 
 import runners
 import utils
+from checkpoint import load_checkpoint
 from dataset import train_number_for
-from utils import load_checkpoint
 
 SCRIPT_MODULES = {"main_imp.py": "main_imp", "main_PrAC_imp.py": "main_PrAC_imp", "main_train.py": "main_train",
                   "sweep.py": "sweep", "report.py": "report"}
@@ -75,26 +74,21 @@ VOLATILE_KEYS = {"config", "round_seconds"}
 VOLATILE_COLUMNS = {"seconds", "eb_seconds"}
 
 
-def run_with_snapshots(main: Callable[[Sequence[str]], None], argv: Sequence[str], save_dir: str,
+def run_with_snapshots(main: Callable[..., None], argv: Sequence[str], save_dir: str,
                        side: str, points: Iterable[Point]) -> Dict[Point, str]:
     """Runs ``main(argv)`` in-process; after the checkpoint of each of ``points`` is written,
-    copies the whole save_dir to ``side/<round>_<epoch>``."""
+    copies the whole save_dir to ``side/<round>_<epoch>`` (a checkpoint event)."""
     wanted = set(points)
     snapshots: Dict[Point, str] = {}
-    original = runners.save_run
 
-    def snapshotting_save(self: Any, model: Any, optimizer: Any, scheduler: Any, run: Any,
-                          is_best: bool = False) -> None:
-        original(self, model, optimizer, scheduler, run, is_best=is_best)
+    def snapshot(session: Any, run: Any) -> None:
         point = (run.round, run.epoch)
         if point in wanted and point not in snapshots:
             target = os.path.join(side, f"{point[0]}_{point[1]}")
             shutil.copytree(save_dir, target)
             snapshots[point] = target
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runners, "save_run", snapshotting_save)
-        main(argv)
+    main(argv, events=runners.RunEvents(checkpoint=[snapshot]))
     assert set(snapshots) == wanted, f"never saved: {wanted - set(snapshots)}"
     return snapshots
 

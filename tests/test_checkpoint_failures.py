@@ -9,8 +9,9 @@ from typing import Any, Iterator
 import pytest
 import torch
 
+from checkpoint import load_checkpoint
 from tests.conftest import REPO, run_script, tiny_args
-from utils import UserError, load_checkpoint
+from utils import UserError
 
 # The tiny main_train.py run writes a 2.2 MB checkpoint before training, then per epoch a
 # 3.3 MB best model (when validation improves) and a 3.3 MB checkpoint through a temporary
@@ -67,7 +68,8 @@ def test_raw_pickle_carrying_code_is_refused_as_code(tmp_path: Any, protocol: in
     assert "corrupt" not in message and "--trust_checkpoints" in message
 
     # from the command line: the one error line and nothing else (no torch warning)
-    result = subprocess.run([sys.executable, "-c", "import sys; from utils import load_checkpoint, run_cli; "
+    result = subprocess.run([sys.executable, "-c", "import sys; from checkpoint import load_checkpoint; "
+                             "from utils import run_cli; "
                              "run_cli(lambda argv: load_checkpoint(sys.argv[1], '--mask_dir'))", path],
                             capture_output=True, text=True, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 2 and result.stdout == ""

@@ -11,11 +11,12 @@ from torch import nn
 import main_imp
 import main_train
 import pruner
+from checkpoint import load_checkpoint
 from cli import Config, validate
 from models import build_model, is_architecture
 from tests.conftest import tiny_args
 from tests.helpers import published_cifar_resnet_keys
-from utils import UserError, load_checkpoint
+from utils import UserError
 
 
 def expected_parameters(depth: int, width: int, classes: int) -> int:

@@ -5,13 +5,13 @@ from dataclasses import replace
 from typing import List
 
 import pytest
-from tests.helpers import one_line
 
 import cli
-import main_PrAC_imp
 import main_imp
+import main_PrAC_imp
 import main_train
 from cli import Config, parse_milestones, validate
+from tests.helpers import one_line
 from utils import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +114,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> List[Config]:
     """Replaces the runners so that main() only parses and validates its flags."""
     configs: List[Config] = []
     for module, name in ((main_imp, "run_imp"), (main_PrAC_imp, "run_prac_imp"), (main_train, "run_retrain")):
-        monkeypatch.setattr(module, name, configs.append)
+        monkeypatch.setattr(module, name, lambda config, events=None: configs.append(config))
     return configs
 
 
@@ -206,9 +206,7 @@ def test_published_commands_parse_verbatim(captured: List[Config], tmp_path, mon
 
 
 def test_config_from_args_parses_milestones() -> None:
-    import argparse
-    parser = argparse.ArgumentParser()
-    cli.add_common_args(parser, lr_default=0.1)
+    parser = cli.build_parser(cli.RETRAIN, "")
     config = cli.config_from_args(parser.parse_args(["--save_dir", "s", "--decreasing_lr", "3,7"]))
     assert config.decreasing_lr == [3, 7]
     assert isinstance(config, Config)
@@ -231,9 +229,7 @@ def test_milestones_at_or_beyond_epochs_are_a_warning(epochs: int, milestones: L
 
 
 def parse_common(argv: List[str]) -> Config:
-    import argparse
-    parser = argparse.ArgumentParser()
-    cli.add_common_args(parser, lr_default=0.1)
+    parser = cli.build_parser(cli.RETRAIN, "")
     return cli.config_from_args(parser.parse_args(argv))
 
 
@@ -320,3 +316,40 @@ def test_checkpoints_without_a_config_are_not_checked() -> None:
 def test_resuming_with_another_selection_rule_is_a_mismatch() -> None:
     mismatches = cli.resume_mismatches({"select": "el2n"}, valid_config(select="random"), None, "main_PrAC_imp.py")
     assert mismatches == ["--select: checkpoint el2n, now random"]
+
+
+# ----------------------------------------------------------------------------- one declaration per flag
+@pytest.mark.parametrize("script", cli.ALL_SCRIPTS)
+def test_each_scripts_help_and_defaults_come_from_the_flag_table(script: str) -> None:
+    """--help shows every flag of FLAGS the script has, with its help, choices and default,
+    and no other; a command line of --save_dir alone gives the table's defaults."""
+    parser = cli.build_parser(script, "")
+    options = {action.option_strings[0]: action for action in parser._actions if action.dest != "help"}
+    declared = [flag for flag in cli.FLAGS if script in flag.scripts]
+    assert sorted(options) == sorted(f"--{flag.name}" for flag in declared)
+    help_text = "".join(parser.format_help().split())  # without the spaces that wrapping moves
+    for flag in declared:
+        action = options[f"--{flag.name}"]
+        assert action.help == flag.help_text(script)
+        assert "".join((action.help % {"default": action.default}).split()) in help_text
+        if flag.choices is not None:
+            assert tuple(action.choices) == tuple(cli.for_script(flag.choices, script))
+    config = cli.config_from_args(parser.parse_args(["--save_dir", "s"]))
+    for flag in cli.FLAGS:
+        expected = flag.config_default(script) if script in flag.scripts else flag.config_default()
+        assert getattr(config, flag.name) == (expected if flag.name != "save_dir" else "s"), flag.name
+
+
+def test_the_published_learning_rates_differ_per_script_and_config_has_the_librarys() -> None:
+    assert cli.build_parser(cli.IMP, "").parse_args([]).lr == 0.01
+    assert cli.build_parser(cli.SEARCH, "").parse_args([]).lr == 0.1
+    assert Config(save_dir="x").lr == 0.1 and Config(save_dir="x").decreasing_lr == [91, 136]
+
+
+def test_resume_check_sweep_and_report_read_the_flag_table() -> None:
+    assert cli.RESUME_CHECKED == tuple(flag.name for flag in cli.FLAGS if flag.meaning)
+    assert "pruning_times" not in cli.RESUME_CHECKED and "lr" in cli.RESUME_CHECKED
+    import sweep
+    assert sweep.SWEEP_OWNED is cli.SWEEP_OWNED and "--seed" in sweep.SWEEP_OWNED
+    assert cli.RESUME_DEFAULTS == {"prune_scope": "conv", "prune_dense": [], "prune_mode": "global",
+                                   "random_mask": False, "match_sizes": None}

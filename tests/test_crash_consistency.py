@@ -32,7 +32,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pytest
 
-import utils
+import durable
+import paths
+import outputs
 from tests import datasets_on_disk
 from tests.conftest import REPO, tiny_args
 from tests.helpers import argv_for, assert_same_run
@@ -50,7 +52,7 @@ FORK_SERVER = textwrap.dedent("""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot, torch, torchvision
-    import main_imp, main_PrAC_imp, main_train, utils
+    import main_imp, main_PrAC_imp, main_train, durable, utils
     scripts = {"main_imp.py": main_imp, "main_PrAC_imp.py": main_PrAC_imp, "main_train.py": main_train}
     print("ready", flush=True)
     for line in sys.stdin:
@@ -69,7 +71,7 @@ FORK_SERVER = textwrap.dedent("""
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
-                utils._write_numbers = itertools.count(1)  # a fresh process counts from 1
+                durable._write_numbers = itertools.count(1)  # a fresh process counts from 1
                 sys.argv = [request["script"], *request["argv"]]
                 try:
                     utils.run_cli(scripts[request["script"]].main)
@@ -92,7 +94,7 @@ class ForkServer:
         self.folder = folder
         self.count = 0
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        for name in (utils.DIE_AFTER_WRITE_ENV, utils.WRITE_LOG_ENV):
+        for name in (durable.DIE_AFTER_WRITE_ENV, durable.WRITE_LOG_ENV):
             env.pop(name, None)
         self.process = subprocess.Popen([sys.executable, "-c", FORK_SERVER, REPO], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env)
@@ -102,7 +104,7 @@ class ForkServer:
         """Runs ``python script argv...`` in a fresh forked process; (exit code, stdout, stderr)."""
         self.count += 1
         out, err = (os.path.join(self.folder, f"{self.count}.{name}") for name in ("out", "err"))
-        env = {utils.DIE_AFTER_WRITE_ENV: None if die_after is None else str(die_after)}
+        env = {durable.DIE_AFTER_WRITE_ENV: None if die_after is None else str(die_after)}
         request = {"script": script, "argv": list(argv), "stdout": out, "stderr": err, "env": env}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
@@ -118,7 +120,7 @@ class ForkServer:
 def run_real(script: str, argv: Sequence[str], **env: str) -> subprocess.CompletedProcess:
     """``python script argv...`` in a plain subprocess on one thread, with extra environment."""
     full_env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env)
-    for name in (utils.DIE_AFTER_WRITE_ENV, utils.WRITE_LOG_ENV):
+    for name in (durable.DIE_AFTER_WRITE_ENV, durable.WRITE_LOG_ENV):
         if name not in env:
             full_env.pop(name, None)
     return subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, cwd=REPO,
@@ -191,7 +193,7 @@ def uninterrupted(script: str, data: Dict[str, str], root: Any) -> Tuple[List[st
     """Runs the script once without interruption; (its argv, the file name of each write)."""
     log = str(root / "writes.log")
     argv = script_argv(script, data, str(root / "uninterrupted"))
-    proc = run_real(script, argv, **{utils.WRITE_LOG_ENV: log})
+    proc = run_real(script, argv, **{durable.WRITE_LOG_ENV: log})
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(log) as handle:
         entries = [line.rstrip("\n").split("\t") for line in handle]
@@ -209,13 +211,13 @@ def plant_interrupted_write(folder: str, name: str) -> None:
         with open(path, "a") as handle:
             handle.write(last[: len(last) // 2])
         return
-    with open(os.path.join(folder, f"{utils.TEMP_PREFIX}k1ll3d_x{name}"), "wb") as handle:
+    with open(os.path.join(folder, f"{durable.TEMP_PREFIX}k1ll3d_x{name}"), "wb") as handle:
         handle.write(b"PK\x03\x04 the first half of a file")
 
 
 def recover(server: ForkServer, script: str, argv: List[str], folder: str) -> str:
     """Recovers a killed run as the README says; returns how ("resume" or "restart")."""
-    had_checkpoint = utils.RunPaths(folder).newest_checkpoint() is not None
+    had_checkpoint = paths.RunPaths(folder).newest_checkpoint() is not None
     rc, _, err = server.run(script, [*argv, "--resume"])
     if had_checkpoint:
         assert rc == 0, f"--resume failed:\n{err[-3000:]}"
@@ -265,7 +267,7 @@ def test_killed_after_any_write_recovers_exactly(script: str, every_write: bool,
         folder = str(root / f"killed_after_{n}")
         run_argv = argv_for(argv, folder)
         rc, _, err = fork_server.run(script, run_argv, die_after=n)
-        assert rc == utils.DIE_AFTER_WRITE_EXIT_CODE, f"write {n} ({writes[n - 1]}): rc {rc}\n{err[-3000:]}"
+        assert rc == durable.DIE_AFTER_WRITE_EXIT_CODE, f"write {n} ({writes[n - 1]}): rc {rc}\n{err[-3000:]}"
         if n < len(writes):
             plant_interrupted_write(folder, writes[n])
         try:
@@ -285,8 +287,8 @@ def test_killed_after_any_write_recovers_exactly(script: str, every_write: bool,
 HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    import utils
-    lock = utils.claim_save_dir(sys.argv[2])
+    import checkpoint, durable, outputs, paths, utils
+    lock = durable.claim_save_dir(sys.argv[2])
     print("holding", flush=True)
     time.sleep(300)
 """)
@@ -376,7 +378,7 @@ def test_resume_with_other_settings_is_one_line_and_writes_nothing(name: str, sm
 def test_a_cut_off_last_row_is_not_a_row_and_a_resume_rewrite_drops_it(tmp_path: Any) -> None:
     """Found by the test above: a resume rewrote a row cut off by an interrupted append as a
     whole (wrong) row, so epochs.csv held a row twice."""
-    table = utils.ResultTable(str(tmp_path / "epochs.csv"), ["round", "epoch", "val_acc"])
+    table = outputs.ResultTable(str(tmp_path / "epochs.csv"), ["round", "epoch", "val_acc"])
     for epoch in (1, 2):
         table.append({"round": 0, "epoch": epoch, "val_acc": 50.0 + epoch})
     with open(table.path, "a") as handle:

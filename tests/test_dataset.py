@@ -7,14 +7,13 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 import pytest
-from tests.helpers import Payload
-from tests.helpers import one_line
 import torch
 import torch.nn.functional as F
 
 import dataset
 from tests import datasets_on_disk
 from tests.conftest import TINY_TEST, TINY_TRAIN
+from tests.helpers import Payload, one_line
 from utils import UserError
 
 

@@ -17,19 +17,20 @@ import torch
 
 import cli
 import distributed
+import durable
 import main_imp
 import main_PrAC_imp
 import runners
 import utils
-from checkpoint import RunState
+from checkpoint import RunState, load_checkpoint
 from dataset import ImageSet
 from models import build_model
+from paths import RunPaths
 from prac import RoundSchedule
 from tests.conftest import REPO, tiny_args
 from tests.fake_cuda import GeneratorDeviceError, StopStep, fake_cuda, real, stop_after_step
 from tests.helpers import assert_same_run
 from training import LoopSettings, make_optimizer, predict, set_float32_math, train_epoch
-from utils import RunPaths, load_checkpoint
 
 
 def recorded_device(save_dir: str) -> str:
@@ -178,24 +179,25 @@ def test_a_best_epoch_is_serialised_once_and_copied(tmp_path: Any, monkeypatch: 
     """Best file first, then the checkpoint as a byte copy of it; both are durable writes
     (renamed into place, counted by the fault injection)."""
     write_log = tmp_path / "writes.log"
-    monkeypatch.setenv(utils.WRITE_LOG_ENV, str(write_log))
+    monkeypatch.setenv(durable.WRITE_LOG_ENV, str(write_log))
     saves = []
     real_save = torch.save
     monkeypatch.setattr(torch, "save", lambda obj, handle, *a, **kw: (saves.append(1), real_save(obj, handle)))
     paths = RunPaths(str(tmp_path))
-    session = SimpleNamespace(paths=paths, identity={}, script="main_imp.py", tag=lambda run: run.round)
+    session = SimpleNamespace(paths=paths, identity={}, script="main_imp.py", events=runners.RunEvents())
+    plan = SimpleNamespace(tag=lambda run: run.round)
     model = build_model("res20s", 10)
     optimizer = make_optimizer(model, 0.1, 0.9, 1e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [1])
     run = RunState(round=0, schedule=RoundSchedule(2, [1], 0), train_indices=torch.arange(4).numpy(),
                    base_seed=0, rewind_weights=None, epoch=1)
-    runners.save_run(session, model, optimizer, scheduler, run, is_best=True)
+    runners.save_run(session, plan, model, optimizer, scheduler, run, is_best=True)
     assert len(saves) == 1
     with open(paths.best(0), "rb") as best, open(paths.checkpoint(0), "rb") as checkpoint:
         assert best.read() == checkpoint.read()
     assert [line.split("\t")[1] for line in write_log.read_text().splitlines()] == [paths.best(0),
                                                                                    paths.checkpoint(0)]
-    runners.save_run(session, model, optimizer, scheduler, run, is_best=False)
+    runners.save_run(session, plan, model, optimizer, scheduler, run, is_best=False)
     assert len(saves) == 2 and len(write_log.read_text().splitlines()) == 3
 
 

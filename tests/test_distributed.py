@@ -16,11 +16,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import pytest
 
-from checkpoint import records_matrix
+from checkpoint import load_checkpoint, records_matrix
+from durable import DIE_AFTER_WRITE_ENV, TEMP_PREFIX, WRITE_LOG_ENV
 from tests import datasets_on_disk
 from tests.conftest import REPO, run_script, tiny_args
 from tests.helpers import CLASSES, PER_CLASS, TEST_PER_CLASS, TRAIN_NUMBER, tree_args
-from utils import DIE_AFTER_WRITE_ENV, TEMP_PREFIX, WRITE_LOG_ENV, load_checkpoint
 
 pytestmark = pytest.mark.cpu_only  # gloo on the CPU; the GPU run is NCCL (README)
 

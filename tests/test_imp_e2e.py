@@ -8,15 +8,15 @@ import warnings
 from typing import Any, Dict
 
 import pytest
-from tests.helpers import read_csv
 import torch
 
 import main_imp
 import pruner
 import runners
+from checkpoint import load_checkpoint
 from models import build_model
 from tests.conftest import tiny_args
-from utils import load_checkpoint
+from tests.helpers import read_csv
 
 CHECKPOINT_KEYS = {"state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler", "init_weight"}
 EPOCHS = 2
@@ -67,20 +67,16 @@ def imp_run(request: Any, cifar10_dir: str, tmp_path_factory: pytest.TempPathFac
     save_dir = str(root / "run")
     boundary_dir = root / "boundary"
     boundary_dir.mkdir()
-    original_save = runners.save_run
-
-    def spying_save(self: Any, model: Any, optimizer: Any, scheduler: Any, run: Any, is_best: bool = False) -> None:
-        original_save(self, model, optimizer, scheduler, run, is_best=is_best)
+    def keep_boundary(session: Any, run: Any) -> None:
         if run.epoch == 0:
-            shutil.copy(self.paths.checkpoint(run.round), boundary_dir / f"{run.round}checkpoint.pth.tar")
+            shutil.copy(session.paths.checkpoint(run.round), boundary_dir / f"{run.round}checkpoint.pth.tar")
 
     argv = tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), "--pruning_times", str(ROUNDS),
                      "--decreasing_lr", ",".join(map(str, MILESTONES)), "--rewind_epoch", str(rewind_epoch),
                      *extra)
-    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        patch.setattr(runners, "save_run", spying_save)
-        main_imp.main(argv)
+        main_imp.main(argv, events=runners.RunEvents(checkpoint=[keep_boundary]))
     return {"name": name, "save_dir": save_dir, "boundary": str(boundary_dir), "rewind_epoch": rewind_epoch,
             "warnings": [str(w.message) for w in caught]}
 

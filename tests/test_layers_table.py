@@ -10,9 +10,10 @@ from torch import nn
 
 import main_imp
 import pruner
+from checkpoint import load_checkpoint
 from models import build_model
+from outputs import LAYER_FIELDS, plot_layers
 from tests.conftest import tiny_args
-from utils import LAYER_FIELDS, load_checkpoint, plot_layers
 
 PNG_MAGIC = b"\x89PNG"
 

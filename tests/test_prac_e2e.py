@@ -5,19 +5,20 @@ from typing import Any, Dict
 
 import numpy as np
 import pytest
-from tests.helpers import read_csv
 import torch
 
 import main_imp
 import main_PrAC_imp
 import pruner
+from checkpoint import load_checkpoint
 from dataset import load_data
 from models import build_model
 from prac import forgetting_events, select_by_forgetting
 from runners import default_eval_batch_size
 from tests.conftest import tiny_args
+from tests.helpers import read_csv
 from training import LoopSettings, predict
-from utils import UserError, load_checkpoint
+from utils import UserError
 
 EPOCHS = 3
 ROUNDS = 3

@@ -12,10 +12,11 @@ from torch import nn
 import main_imp
 import main_PrAC_imp
 import pruner
+from checkpoint import load_checkpoint
 from cli import Config, resume_mismatches, run_identity
 from models import build_model
 from tests.conftest import tiny_args
-from utils import UserError, load_checkpoint
+from utils import UserError
 
 RATE = 0.2
 

@@ -4,7 +4,6 @@ weights are the same on every device."""
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-from tests.helpers import one_line
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -12,6 +11,7 @@ from torch.nn.utils import prune
 import pruner
 from models import build_model
 from tests import conftest
+from tests.helpers import one_line
 from utils import UserError
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import main_PrAC_imp
+from checkpoint import load_checkpoint
 from tests.conftest import tiny_args
 from tests.helpers import argv_for, resume, run_with_snapshots
-from utils import load_checkpoint
 
 PUBLISHED_PRAC_KEYS = ("state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler",
                        "init_weight", "prediction", "sequence", "remain_para", "distance_queue",

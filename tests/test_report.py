@@ -17,12 +17,14 @@ import main_imp
 import main_train
 import report
 from cli import Config
+from paths import RunPaths
 from reporting import stats
 from reporting.plots import PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE
+from outputs import ROUND_FIELDS, ResultTable, save_run_info
 from runners import _ticket_record
 from tests.conftest import REPO, run_script, tiny_args
 from tests.helpers import read_csv
-from utils import ROUND_FIELDS, ResultTable, RunPaths, UserError, save_run_info
+from utils import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPTS = {"imp": "main_imp.py", "train": "main_train.py"}  # any other method: main_PrAC_imp.py --select

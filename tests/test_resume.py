@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import main_imp
 import main_PrAC_imp
 import main_train
-import utils
+from checkpoint import load_checkpoint
 from tests.conftest import tiny_args
 from tests.helpers import Point, argv_for, assert_same_run, read_csv, resume, run_with_snapshots
-from utils import UserError, load_checkpoint
+from utils import UserError
 
 # ============================================================================ main_imp.py
 IMP_POINTS = {
@@ -127,7 +128,7 @@ def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path: Any, monkeyp
                                                           error: type) -> None:
     path = str(tmp_path / "0checkpoint.pth.tar")
     previous = {"state": 0, "epoch": 1, "state_dict": {"w": torch.arange(6.0)}}
-    utils.save_checkpoint(previous, path)
+    checkpoint.save_checkpoint(previous, path)
     with open(path, "rb") as handle:
         before = handle.read()
 
@@ -138,7 +139,7 @@ def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path: Any, monkeyp
     monkeypatch.setattr(torch, "save", failing_save)
     # A failed write (disk full, permissions) is one line for the user; Ctrl-C stays Ctrl-C.
     with pytest.raises(UserError if error is OSError else error):
-        utils.save_checkpoint({"state": 0, "epoch": 2, "state_dict": {"w": torch.zeros(6)}}, path)
+        checkpoint.save_checkpoint({"state": 0, "epoch": 2, "state_dict": {"w": torch.zeros(6)}}, path)
     monkeypatch.undo()
     with open(path, "rb") as handle:
         assert handle.read() == before

@@ -6,7 +6,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import pytest
-from tests.helpers import read_csv
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -16,9 +15,11 @@ import main_train
 import pruner
 import runners
 import utils
+from checkpoint import load_checkpoint
 from models import build_model
 from tests.conftest import tiny_args
-from utils import UserError, load_checkpoint
+from tests.helpers import read_csv
+from utils import UserError
 
 EPOCHS = 2
 
@@ -71,15 +72,12 @@ def retrain(cifar10_dir: str, save_dir: str, init_dir: Optional[str], mask_dir: 
             monkeypatch: pytest.MonkeyPatch, *extra: str) -> Dict[str, torch.Tensor]:
     """Runs main_train.py in-process; returns the model's state just before training."""
     captured: Dict[str, Dict[str, torch.Tensor]] = {}
-    original = runners.train_round
-
-    def spying_train_round(self: Any, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+    def keep_start(session: Any, model: nn.Module, run: Any) -> None:
         captured.setdefault("start", {k: v.detach().clone() for k, v in model.state_dict().items()})
-        return original(self, model, *args, **kwargs)
 
-    monkeypatch.setattr(runners, "train_round", spying_train_round)
     ticket = [*(["--init_dir", init_dir] if init_dir else []), *(["--mask_dir", mask_dir] if mask_dir else [])]
-    main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), *ticket, *extra))
+    main_train.main(tiny_args(cifar10_dir, save_dir, "--epochs", str(EPOCHS), *ticket, *extra),
+                    events=runners.RunEvents(round_start=[keep_start]))
     return captured["start"]
 
 

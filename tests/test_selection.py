@@ -6,15 +6,22 @@ from typing import Any, Dict
 
 import numpy as np
 import pytest
-from tests.helpers import read_csv
 import torch
 
 import main_PrAC_imp
 import prac
-from prac import (CorrectnessRecorder, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
-                  el2n_scores, next_training_set, select_by_forgetting)
+from prac import (
+    CorrectnessRecorder,
+    RoundStatistics,
+    SelectionInput,
+    SelectionSettings,
+    build_rule,
+    el2n_scores,
+    next_training_set,
+    select_by_forgetting,
+)
 from tests.conftest import tiny_args
-from tests.helpers import argv_for, assert_same_run, resume, run_with_snapshots
+from tests.helpers import argv_for, assert_same_run, read_csv, resume, run_with_snapshots
 
 TRAIN_NUMBER = 180
 RULES = sorted(prac.SELECTION_RULES)
@@ -203,7 +210,7 @@ def test_random_and_el2n_sets_have_the_prac_size_of_the_same_seed(rule_runs: Dic
 def test_args_and_checkpoint_record_the_rule(rule_runs: Dict[str, Any]) -> None:
     import json
 
-    from utils import load_checkpoint
+    from checkpoint import load_checkpoint
     save_dir = rule_runs["runs"]["el2n"]["save_dir"]
     with open(os.path.join(save_dir, "args.json")) as handle:
         assert json.load(handle)["arguments"]["select"] == "el2n"

@@ -11,10 +11,12 @@ import torch
 
 import main_PrAC_imp
 import runners
+from checkpoint import load_checkpoint
 from cli import Config, validate
 from prac import RoundStatistics, SelectionInput, SelectionSettings, build_rule
+from outputs import ROUND_FIELDS
 from tests.conftest import tiny_args
-from utils import ROUND_FIELDS, UserError, load_checkpoint
+from utils import UserError
 
 
 def make_inputs(records: np.ndarray, seed: int = 0) -> SelectionInput:

@@ -12,10 +12,17 @@ from typing import Any, Dict, List
 
 import pytest
 
+from checkpoint import load_checkpoint
 from tests import conftest
-from tests.helpers import (GRID_VALUES, assert_grid_reported, assert_same_run, assert_same_table, run_sweep,
-                           sweep_status, tiny_sweep_inputs)
-from utils import load_checkpoint
+from tests.helpers import (
+    GRID_VALUES,
+    assert_grid_reported,
+    assert_same_run,
+    assert_same_table,
+    run_sweep,
+    sweep_status,
+    tiny_sweep_inputs,
+)
 
 pytestmark = pytest.mark.slurm
 

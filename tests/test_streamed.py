@@ -12,13 +12,24 @@ import dataset
 import main_imp
 import main_PrAC_imp
 import main_train
+from checkpoint import load_checkpoint
 from models import build_model
 from tests import datasets_on_disk
-from tests.helpers import (CLASSES, PER_CLASS, SIZE, TEST_PER_CLASS, TRAIN_NUMBER, TRAIN_SIZE, argv_for,
-                           assert_same_run, resume, run_with_snapshots, tree_args)
+from tests.helpers import (
+    CLASSES,
+    PER_CLASS,
+    SIZE,
+    TEST_PER_CLASS,
+    TRAIN_NUMBER,
+    TRAIN_SIZE,
+    argv_for,
+    assert_same_run,
+    resume,
+    run_with_snapshots,
+    tree_args,
+)
 from training import LoopSettings, evaluate, predict, train_epoch
-from utils import UserError, load_checkpoint
-
+from utils import UserError
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,18 @@ from typing import Any, Dict, List
 
 import pytest
 
+from checkpoint import load_checkpoint
 from tests import conftest
-from tests.helpers import (GRID_VALUES, arguments, assert_grid_reported, assert_same_run, run_in_process, run_sweep,
-                           sweep_status, tiny_sweep_inputs)
-from utils import load_checkpoint
+from tests.helpers import (
+    GRID_VALUES,
+    arguments,
+    assert_grid_reported,
+    assert_same_run,
+    run_in_process,
+    run_sweep,
+    sweep_status,
+    tiny_sweep_inputs,
+)
 
 METHODS = ["imp", "prac"]  # random, size-matched to prac, is swept in test_sweep_controls.py
 SEEDS = [0, 1]

@@ -9,13 +9,19 @@ import textwrap
 from typing import Iterator, List
 
 import pytest
-from tests.helpers import Payload
-from tests.helpers import one_line
 import torch
 
+import checkpoint
+import durable
+import outputs
 import utils
+from checkpoint import load_checkpoint
+from durable import SaveDirLock, atomic_write, remove_stale_temporaries
+from outputs import ResultTable
 from tests.conftest import REPO
-from utils import ResultTable, SaveDirLock, UserError, atomic_write, load_checkpoint, remove_stale_temporaries
+from tests.helpers import Payload, one_line
+from utils import UserError
+
 
 @pytest.fixture
 def umask() -> Iterator[None]:
@@ -31,14 +37,14 @@ def mode_of(path: str) -> int:
 
 
 def temporaries(folder: str) -> List[str]:
-    return [name for name in os.listdir(folder) if name.startswith(utils.TEMP_PREFIX)]
+    return [name for name in os.listdir(folder) if name.startswith(durable.TEMP_PREFIX)]
 
 
 # ----------------------------------------------------------------------------- atomic_write
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o002, 0o077])
 def test_atomic_write_honours_the_umask(tmp_path, umask: None, mask: int) -> None:
     os.umask(mask)
-    assert utils.current_umask() == mask
+    assert durable.current_umask() == mask
     path = str(tmp_path / "result.json")
     atomic_write(path, lambda handle: handle.write("{}"), mode="w")
     assert mode_of(path) == 0o666 & ~mask
@@ -66,7 +72,7 @@ def test_atomic_write_error_is_one_line_and_keeps_the_previous_file(tmp_path) ->
 def test_torch_save_on_a_full_disk_is_one_line(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.save's own writes fail as they would on a full disk."""
     path = tmp_path / "checkpoint.pth.tar"
-    utils.save_checkpoint({"weights": torch.zeros(10)}, str(path))
+    checkpoint.save_checkpoint({"weights": torch.zeros(10)}, str(path))
     before = path.read_bytes()
     real_fdopen = os.fdopen
 
@@ -88,7 +94,7 @@ def test_torch_save_on_a_full_disk_is_one_line(tmp_path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(utils.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
     with pytest.raises(UserError, match="No space left on device"):
-        utils.save_checkpoint({"weights": torch.ones(1000)}, str(path))
+        checkpoint.save_checkpoint({"weights": torch.ones(1000)}, str(path))
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert temporaries(str(tmp_path)) == []
@@ -127,13 +133,13 @@ def test_a_killed_write_leaves_a_temporary_that_is_then_removed(tmp_path) -> Non
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {REPO!r})
-        import utils
+        import checkpoint, durable, outputs, paths, utils
         def write(handle):
             handle.write(b"partial")
             handle.flush()
             print("writing", flush=True)
             time.sleep(60)
-        utils.atomic_write({str(path)!r}, write)
+        durable.atomic_write({str(path)!r}, write)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -206,12 +212,12 @@ def test_result_table_write_error_is_one_line(tmp_path, monkeypatch: pytest.Monk
 WRITER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, sys.argv[1])
-    import utils
+    import checkpoint, durable, outputs, paths, utils
     folder = sys.argv[2]
-    table = utils.ResultTable(os.path.join(folder, "epochs.csv"), ["epoch"])
+    table = outputs.ResultTable(os.path.join(folder, "epochs.csv"), ["epoch"])
     for i in range(1, 6):
         if i % 2:
-            utils.atomic_write(os.path.join(folder, f"file{i}"), lambda handle: handle.write(b"x"))
+            durable.atomic_write(os.path.join(folder, f"file{i}"), lambda handle: handle.write(b"x"))
         else:
             table.append({"epoch": i})
     print("finished")
@@ -220,9 +226,9 @@ WRITER = textwrap.dedent("""
 
 def run_writer(folder: str, die_after: str = "") -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.pop(utils.DIE_AFTER_WRITE_ENV, None)
+    env.pop(durable.DIE_AFTER_WRITE_ENV, None)
     if die_after:
-        env[utils.DIE_AFTER_WRITE_ENV] = die_after
+        env[durable.DIE_AFTER_WRITE_ENV] = die_after
     return subprocess.run([sys.executable, "-c", WRITER, REPO, folder], capture_output=True, text=True,
                           env=env, timeout=120)
 
@@ -230,7 +236,7 @@ def run_writer(folder: str, die_after: str = "") -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("die_after", [1, 2, 3, 4])
 def test_die_after_write_kills_right_after_the_nth_write(tmp_path, die_after: int) -> None:
     proc = run_writer(str(tmp_path), str(die_after))
-    assert proc.returncode == utils.DIE_AFTER_WRITE_EXIT_CODE, proc.stderr
+    assert proc.returncode == durable.DIE_AFTER_WRITE_EXIT_CODE, proc.stderr
     assert "finished" not in proc.stdout
     written = [i for i in (1, 3, 5) if (tmp_path / f"file{i}").exists()]
     assert written == [i for i in (1, 3, 5) if i <= die_after]
@@ -243,21 +249,21 @@ def test_without_die_after_write_the_run_finishes(tmp_path) -> None:
     proc = run_writer(str(tmp_path))
     assert proc.returncode == 0 and "finished" in proc.stdout, proc.stderr
     proc = run_writer(str(tmp_path / "more"), "9")  # more writes asked than happen
-    assert proc.returncode != utils.DIE_AFTER_WRITE_EXIT_CODE
+    assert proc.returncode != durable.DIE_AFTER_WRITE_EXIT_CODE
 
 
 def test_die_after_write_must_be_a_number(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(utils.DIE_AFTER_WRITE_ENV, "soon")
-    with pytest.raises(UserError, match=utils.DIE_AFTER_WRITE_ENV):
-        utils.note_write(str(tmp_path / "x"))
+    monkeypatch.setenv(durable.DIE_AFTER_WRITE_ENV, "soon")
+    with pytest.raises(UserError, match=durable.DIE_AFTER_WRITE_ENV):
+        durable.note_write(str(tmp_path / "x"))
 
 
 # ----------------------------------------------------------------------------- SaveDirLock
 HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    import utils
-    with utils.SaveDirLock(sys.argv[2]):
+    import checkpoint, durable, outputs, paths, utils
+    with durable.SaveDirLock(sys.argv[2]):
         print("holding", flush=True)
         time.sleep(120)
 """)
@@ -265,8 +271,8 @@ HOLDER = textwrap.dedent("""
 TAKER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
-    import utils
-    utils.run_cli(lambda argv: utils.SaveDirLock(sys.argv[2]).__enter__())
+    import checkpoint, durable, outputs, paths, utils
+    utils.run_cli(lambda argv: durable.SaveDirLock(sys.argv[2]).__enter__())
     print("took it")
 """)
 
@@ -315,11 +321,11 @@ def test_released_lock_names_nobody_and_can_be_taken_again(tmp_path) -> None:
 def test_claim_save_dir_locks_then_clears_stale_temporaries(tmp_path) -> None:
     (tmp_path / ".tmp-abcdefghcheckpoint.pth.tar").write_bytes(b"half")
     (tmp_path / "0checkpoint.pth.tar").write_bytes(b"whole")
-    with utils.claim_save_dir(str(tmp_path)):
+    with durable.claim_save_dir(str(tmp_path)):
         assert sorted(os.listdir(tmp_path)) == [".lock", "0checkpoint.pth.tar"]
         with pytest.raises(UserError, match="is in use by process"):
-            utils.claim_save_dir(str(tmp_path))
-    utils.claim_save_dir(str(tmp_path)).release()
+            durable.claim_save_dir(str(tmp_path))
+    durable.claim_save_dir(str(tmp_path)).release()
 
 
 def test_lock_in_a_missing_folder_is_one_line(tmp_path) -> None:
@@ -364,17 +370,17 @@ def test_file_digest(tmp_path) -> None:
     (tmp_path / "a").write_bytes(b"abc")
     (tmp_path / "b").write_bytes(b"abc")
     (tmp_path / "c").write_bytes(b"abd")
-    digest = utils.file_digest(str(tmp_path / "a"))
+    digest = durable.file_digest(str(tmp_path / "a"))
     assert digest == "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert digest == utils.file_digest(str(tmp_path / "b")) != utils.file_digest(str(tmp_path / "c"))
+    assert digest == durable.file_digest(str(tmp_path / "b")) != durable.file_digest(str(tmp_path / "c"))
     with pytest.raises(UserError):
-        utils.file_digest(str(tmp_path / "absent"))
+        durable.file_digest(str(tmp_path / "absent"))
 
 
 def test_run_info_records_extra_facts(tmp_path) -> None:
     import json
     path = str(tmp_path / "args.json")
-    utils.save_run_info(path, "main_imp.py", {"data": "../data"}, "cpu",
+    outputs.save_run_info(path, "main_imp.py", {"data": "../data"}, "cpu",
                         extra={"data_source": "/usr/share/datasets/fashion-mnist"})
     with open(path) as handle:
         info = json.load(handle)

@@ -77,8 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not os.path.exists(split_file):  # a relaunch keeps the split its runs were made with
         np.save(split_file, make_split(args.train_images, shuffle=True))
     print(f"demo: {args.train_images} Fashion-MNIST training images (90% train, 10% validation), "
-          f"{args.test_images} test images; {args.arch}, batch {args.batch_size}, lr {args.lr}, {args.precision}; {args.rounds} rounds x {args.epochs} "
-          f"epochs; methods {args.methods}; seeds {args.seeds}", flush=True)
+          f"{args.test_images} test images; {args.arch}, batch {args.batch_size}, lr {args.lr}, {args.precision}; "
+          f"{args.rounds} rounds x {args.epochs} epochs; methods {args.methods}; seeds {args.seeds}", flush=True)
 
     flags = ["--data", data_dir, "--dataset", "fashionmnist", "--arch", args.arch, "--split_file", split_file,
              "--batch_size", str(args.batch_size), "--lr", args.lr, "--epochs", str(args.epochs),
