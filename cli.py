@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 from dataclasses import asdict, dataclass, field, make_dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from dataset import DATA_MODES, DATASETS, DEFAULT_DATA_DIR, IMAGE_TREES
 from durable import file_digest
@@ -249,9 +249,13 @@ RESUME_DEFAULTS: Dict[str, Any] = {flag.name: flag.config_default() for flag in 
 SWEEP_OWNED = tuple(f"--{flag.name}" for flag in FLAGS if flag.sweep_owned)
 
 
-def build_parser(script: str, description: str) -> argparse.ArgumentParser:
+DESCRIPTIONS = {IMP: "Iterative magnitude pruning (IMP)", SEARCH: "PrAC ticket finding",
+                RETRAIN: "Retrain a lottery ticket"}
+
+
+def build_parser(script: str) -> argparse.ArgumentParser:
     """``script``'s parser: its flags from FLAGS, in their groups and order."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=DESCRIPTIONS[script])
     groups: Dict[str, argparse._ArgumentGroup] = {}
     for flag in FLAGS:
         if script in flag.scripts:
@@ -287,6 +291,16 @@ class _ConfigMethods:
 # with main_PrAC_imp.py's default (the library's; a script's parser gives its own).
 Config = make_dataclass("Config", [_config_field(flag) for flag in FLAGS], bases=(_ConfigMethods,))
 Config.__doc__ = "Everything a run needs, validated; saved next to its results. One field per flag in cli.FLAGS."
+
+
+def parse_flags(script: str, argv: Optional[Sequence[str]] = None) -> "Config":
+    """``script``'s command line as a validated Config (what each script's main does)."""
+    args = build_parser(script).parse_args(argv)
+    for flag in FLAGS:
+        if script in flag.scripts and flag.name != "save_dir" and for_script(flag.shown, script) == REQUIRED \
+                and getattr(args, flag.name) is None:
+            raise UserError(f"{script} needs --{flag.name}, e.g. npy_files/cifar10-train-val.npy")
+    return config_from_args(args)
 
 
 def config_from_args(args: argparse.Namespace) -> "Config":

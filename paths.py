@@ -1,38 +1,47 @@
 """Where a run keeps its files: the published file names of a --save_dir."""
+import functools
 import os
 import re
 from dataclasses import dataclass
 from typing import Optional
 
-# ----------------------------------------------------------------------------- file names
 CHECKPOINT_NAME = re.compile(r"^(\d*)checkpoint\.pth\.tar$")
+
+# A round's files carry its number in front ({k}checkpoint.pth.tar), main_train.py's none.
+ROUND_FILES = {"checkpoint": "checkpoint.pth.tar", "best": "model_SA_best.pth.tar", "curves": "net_train.png",
+               "prac_set": "prac_set.npy"}
+# The run's files that are not per round.
+RUN_FILES = {"epochs_csv": "epochs.csv", "rounds_csv": "rounds.csv", "layers_csv": "layers.csv",
+             "layers_plot": "layers.png", "run_info": "args.json", "final_ticket_file": "final_ticket.pth.tar"}
+
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Every file a run writes, named as the published scripts name them."""
+    """Every file a run writes, named as the published scripts name them: ``paths.epochs_csv``
+    (RUN_FILES), ``paths.checkpoint(k)`` (ROUND_FILES)."""
 
     save_dir: str
+
+    def __post_init__(self) -> None:
+        for attribute, name in RUN_FILES.items():
+            object.__setattr__(self, attribute, self._join(name))
 
     def _join(self, name: str) -> str:
         return os.path.join(self.save_dir, name)
 
-    def checkpoint(self, state: Optional[int] = None) -> str:
-        return self._join(f"{'' if state is None else state}checkpoint.pth.tar")
+    def round_file(self, kind: str, state: Optional[int] = None) -> str:
+        return self._join(f"{'' if state is None else state}{ROUND_FILES[kind]}")
 
-    def best(self, state: Optional[int] = None) -> str:
-        return self._join(f"{'' if state is None else state}model_SA_best.pth.tar")
+    checkpoint = functools.partialmethod(round_file, "checkpoint")
+    best = functools.partialmethod(round_file, "best")
+    curves = functools.partialmethod(round_file, "curves")
+    prac_set = functools.partialmethod(round_file, "prac_set")
 
     def rewind_weight(self, rewind_epoch: int) -> str:
         return self._join(f"epoch_{rewind_epoch + 1}_rewind_weight.pt")
 
-    def curves(self, state: Optional[int] = None) -> str:
-        return self._join(f"{'' if state is None else state}net_train.png")
-
     def final_ticket(self) -> str:
-        return self._join("final_ticket.pth.tar")
-
-    def prac_set(self, state: int) -> str:
-        return self._join(f"{state}prac_set.npy")
+        return self.final_ticket_file
 
     def newest_checkpoint(self) -> Optional[str]:
         """The checkpoint a resume continues from: the highest round's ``{k}checkpoint.pth.tar``
@@ -48,23 +57,3 @@ class RunPaths:
             return None
         newest = max(rounds)
         return self.checkpoint(None if newest < 0 else newest)
-
-    @property
-    def epochs_csv(self) -> str:
-        return self._join("epochs.csv")
-
-    @property
-    def rounds_csv(self) -> str:
-        return self._join("rounds.csv")
-
-    @property
-    def layers_csv(self) -> str:
-        return self._join("layers.csv")
-
-    @property
-    def layers_plot(self) -> str:
-        return self._join("layers.png")
-
-    @property
-    def run_info(self) -> str:
-        return self._join("args.json")

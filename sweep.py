@@ -45,7 +45,7 @@ from utils import UserError, run_cli
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = {"imp": cli.IMP, "search": cli.SEARCH, "retrain": cli.RETRAIN}
-PARSERS = {script: functools.partial(cli.build_parser, script, "") for script in cli.ALL_SCRIPTS}
+PARSERS = {script: functools.partial(cli.build_parser, script) for script in cli.ALL_SCRIPTS}
 RETRAIN_CHOICES = ("final", "all", "none")
 # Controls retrained beside each ticket (open_lth's lottery branches), as main_train.py flags:
 # reinit: the ticket's mask from a fresh seeded initialisation (--mask_dir alone);

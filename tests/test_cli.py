@@ -206,7 +206,7 @@ def test_published_commands_parse_verbatim(captured: List[Config], tmp_path, mon
 
 
 def test_config_from_args_parses_milestones() -> None:
-    parser = cli.build_parser(cli.RETRAIN, "")
+    parser = cli.build_parser(cli.RETRAIN)
     config = cli.config_from_args(parser.parse_args(["--save_dir", "s", "--decreasing_lr", "3,7"]))
     assert config.decreasing_lr == [3, 7]
     assert isinstance(config, Config)
@@ -229,7 +229,7 @@ def test_milestones_at_or_beyond_epochs_are_a_warning(epochs: int, milestones: L
 
 
 def parse_common(argv: List[str]) -> Config:
-    parser = cli.build_parser(cli.RETRAIN, "")
+    parser = cli.build_parser(cli.RETRAIN)
     return cli.config_from_args(parser.parse_args(argv))
 
 
@@ -323,7 +323,7 @@ def test_resuming_with_another_selection_rule_is_a_mismatch() -> None:
 def test_each_scripts_help_and_defaults_come_from_the_flag_table(script: str) -> None:
     """--help shows every flag of FLAGS the script has, with its help, choices and default,
     and no other; a command line of --save_dir alone gives the table's defaults."""
-    parser = cli.build_parser(script, "")
+    parser = cli.build_parser(script)
     options = {action.option_strings[0]: action for action in parser._actions if action.dest != "help"}
     declared = [flag for flag in cli.FLAGS if script in flag.scripts]
     assert sorted(options) == sorted(f"--{flag.name}" for flag in declared)
@@ -341,8 +341,8 @@ def test_each_scripts_help_and_defaults_come_from_the_flag_table(script: str) ->
 
 
 def test_the_published_learning_rates_differ_per_script_and_config_has_the_librarys() -> None:
-    assert cli.build_parser(cli.IMP, "").parse_args([]).lr == 0.01
-    assert cli.build_parser(cli.SEARCH, "").parse_args([]).lr == 0.1
+    assert cli.build_parser(cli.IMP).parse_args([]).lr == 0.01
+    assert cli.build_parser(cli.SEARCH).parse_args([]).lr == 0.1
     assert Config(save_dir="x").lr == 0.1 and Config(save_dir="x").decreasing_lr == [91, 136]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import cli
 import main_imp
 import main_PrAC_imp
 import pruner
@@ -211,7 +212,7 @@ def test_unknown_scope_or_mode_is_one_line() -> None:
     with pytest.raises(UserError, match="--prune_mode"):
         pruner.PruneScope(mode="per_layer")
     with pytest.raises(SystemExit):
-        main_imp.build_parser().parse_args(["--prune_scope", "linear"])
+        cli.build_parser(cli.IMP).parse_args(["--prune_scope", "linear"])
 
 
 # ----------------------------------------------------------------------------- resume and records
