@@ -15,7 +15,7 @@ import shutil
 import warnings
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -111,7 +111,6 @@ class Decoded:
     model_state: StateDict
     optimizer_state: Dict[str, Any]
     scheduler_state: Dict[str, Any]
-    schedule_saved: bool                 # False: a published checkpoint; derive the schedule
     script: Optional[str]                # None for published checkpoints
     config: Optional[Dict[str, Any]]
     records: Optional[torch.Tensor]      # examples x epochs int8 (PrAC)
@@ -123,21 +122,30 @@ class Decoded:
         return self.records is not None
 
 
-def decode(checkpoint: Any, path: str, fallback_seed: int, full_schedule: RoundSchedule) -> Decoded:
-    """Reads a checkpoint dictionary (ours or the published scripts') into plain names.
+def decode(checkpoint: Any, path: str, fallback_seed: int, full_schedule: RoundSchedule,
+           split_indices: np.ndarray, scaled_schedule: Callable[[int], RoundSchedule]) -> Decoded:
+    """Reads a checkpoint dictionary (ours or the published scripts') into a complete run state.
 
-    ``full_schedule`` stands in for a published checkpoint's schedule, which it does not
-    hold; the caller corrects it where the run's set determines it.
+    What a published checkpoint does not hold is filled in as the published run had it: its
+    training set is the whole split (``split_indices``) when it records none; its schedule is
+    ``full_schedule``, or for a PrAC round after the first the one its set's size determines
+    (``scaled_schedule(size)``: the published resume ran the unscaled one).
     """
     require_keys(checkpoint, PUBLISHED_KEYS, path, "checkpoint")
     saved = checkpoint.get("schedule")
-    schedule = (RoundSchedule(int(saved["epochs"]), [int(m) for m in saved["milestones"]], int(saved["warmup"]))
-                if saved else full_schedule)
     sequence = checkpoint.get("sequence")
+    train_indices = (np.asarray(sequence, dtype=np.int64) if sequence is not None and len(sequence)
+                     else np.asarray(split_indices, dtype=np.int64).copy())
+    is_prac = "prediction" in checkpoint
+    if saved:
+        schedule = RoundSchedule(int(saved["epochs"]), [int(m) for m in saved["milestones"]], int(saved["warmup"]))
+    elif is_prac and int(checkpoint["state"]) > 0:
+        schedule = scaled_schedule(len(train_indices))
+    else:
+        schedule = full_schedule
     result = checkpoint["result"]
     run = RunState(
-        round=int(checkpoint["state"]), schedule=schedule,
-        train_indices=np.empty(0, dtype=np.int64) if sequence is None else np.asarray(sequence, dtype=np.int64),
+        round=int(checkpoint["state"]), schedule=schedule, train_indices=train_indices,
         base_seed=int(checkpoint.get("base_seed", fallback_seed)),
         rewind_weights=checkpoint["init_weight"] if "init_weight" in checkpoint else None,
         epoch=int(checkpoint["epoch"]),
@@ -150,12 +158,11 @@ def decode(checkpoint: Any, path: str, fallback_seed: int, full_schedule: RoundS
         round_examples=int(checkpoint.get("round_examples", 0)),
         round_seconds=float(checkpoint.get("round_seconds", 0.0)),
         set_parts={k: int(v) for k, v in dict(checkpoint.get("set_parts") or {}).items() if v is not None})
-    is_prac = "prediction" in checkpoint
     if is_prac:
         require_keys(checkpoint, PRAC_KEYS, path, "PrAC checkpoint")
     return Decoded(
         run=run, model_state=checkpoint["state_dict"], optimizer_state=checkpoint["optimizer"],
-        scheduler_state=checkpoint["scheduler"], schedule_saved=bool(saved),
+        scheduler_state=checkpoint["scheduler"],
         script=checkpoint.get("script"), config=checkpoint.get("config"),
         records=records_matrix(checkpoint["prediction"]) if is_prac else None,
         el2n_sums=checkpoint.get("el2n_sums"),

@@ -312,16 +312,12 @@ def resume_run(session: Session, plan: "Plan") -> Tuple[nn.Module, torch.optim.O
         raise UserError(f"--resume found no checkpoint in {config.save_dir}: the run stopped before its first "
                         f"checkpoint (or never started); start it afresh with {restart_command(session.script)}")
     fallback_seed = config.seed if config.seed is not None else shared_fresh_seed()
-    decoded = codec.decode(session.load(path, "checkpoint"), path, fallback_seed, session.full_schedule())
+    decoded = codec.decode(session.load(path, "checkpoint"), path, fallback_seed, session.full_schedule(),
+                           session.data.train_indices,
+                           lambda size: scaled_schedule(config.epochs, config.decreasing_lr, config.warmup, size,
+                                                        session.data.train_number))
     plan.check_resumable(decoded, path)
     run = decoded.run
-    if run.train_indices.size == 0:
-        run.train_indices = session.data.train_indices.copy()
-    if not decoded.schedule_saved and decoded.is_prac and run.round > 0:
-        # A published PrAC checkpoint does not hold its round's scaled schedule (the
-        # published resume ran the unscaled one); its PrAC set determines it.
-        run.schedule = scaled_schedule(config.epochs, config.decreasing_lr, config.warmup,
-                                       len(run.train_indices), session.data.train_number)
     model = session.new_model(run.base_seed)
     mask = pruner.extract_mask(decoded.model_state)
     if mask:
