@@ -138,8 +138,8 @@ FLAGS: Tuple[Flag, ...] = (
     Flag("dataset", "cifar10", f"one of {', '.join(DATASET_NAMES)}", GENERAL, type=str, metavar="NAME",
          meaning=True),
     Flag("arch", "res20s", f"one of {ARCH_CHOICES}", GENERAL, type=str, metavar="ARCH", meaning=True),
-    Flag("split_file", None, "permutation of the train-set indices; the last 10% validate", GENERAL, type=str,
-         metavar="NPY", meaning=True,
+    Flag("split_file", None, "permutation of the train-set indices (npy_files/ has one per data set); the last "
+         "10% validate", GENERAL, type=str, metavar="NPY", meaning=True,
          shown={IMP: "npy_files/<dataset>-train-val.npy when its size fits the data set, else identity order",
                 SEARCH: REQUIRED,
                 RETRAIN: "npy_files/<dataset>-train-val.npy when its size fits the data set, else identity order"}),
@@ -266,10 +266,13 @@ def build_parser(script: str) -> argparse.ArgumentParser:
 
 
 def _config_field(flag: Flag) -> Tuple[str, Any, Any]:
+    """(name, type, default) of the flag's Config field: the parsed type (a list for a flag
+    with ``parse``, bool for a switch), Optional where the default is None."""
     default = flag.config_default()
     if isinstance(default, list):
         return flag.name, List[Any], field(default_factory=lambda: list(default))
-    return flag.name, Any, field(default=default)
+    kind: Any = bool if flag.switch else flag.type
+    return flag.name, Optional[kind] if default is None else kind, field(default=default)
 
 
 class _ConfigMethods:
@@ -299,7 +302,7 @@ def parse_flags(script: str, argv: Optional[Sequence[str]] = None) -> "Config":
     for flag in FLAGS:
         if script in flag.scripts and flag.name != "save_dir" and for_script(flag.shown, script) == REQUIRED \
                 and getattr(args, flag.name) is None:
-            raise UserError(f"{script} needs --{flag.name}, e.g. npy_files/cifar10-train-val.npy")
+            raise UserError(f"{script} needs --{flag.name}: {for_script(flag.help, script)}")
     return config_from_args(args)
 
 

@@ -12,7 +12,7 @@ ROUND_FILES = {"checkpoint": "checkpoint.pth.tar", "best": "model_SA_best.pth.ta
                "prac_set": "prac_set.npy"}
 # The run's files that are not per round.
 RUN_FILES = {"epochs_csv": "epochs.csv", "rounds_csv": "rounds.csv", "layers_csv": "layers.csv",
-             "layers_plot": "layers.png", "run_info": "args.json", "final_ticket_file": "final_ticket.pth.tar"}
+             "layers_plot": "layers.png", "run_info": "args.json"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class RunPaths:
         return self._join(f"epoch_{rewind_epoch + 1}_rewind_weight.pt")
 
     def final_ticket(self) -> str:
-        return self.final_ticket_file
+        return self._join("final_ticket.pth.tar")
 
     def newest_checkpoint(self) -> Optional[str]:
         """The checkpoint a resume continues from: the highest round's ``{k}checkpoint.pth.tar``
