@@ -165,14 +165,43 @@ def test_nccl_group_and_barrier_are_bound_to_the_local_gpu(monkeypatch: Any) -> 
     assert calls["barrier"] == {"device_ids": [1]}
 
 
-def test_ddp_does_not_broadcast_the_buffers_at_every_step(monkeypatch: Any) -> None:
+DDP_BUFFER_PROBE = """
+import sys
+import torch
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+import cli, runners
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+session = runners.Session.__new__(runners.Session)
+session.config, session.device = cli.Config(save_dir="unused"), torch.device("cpu")
+model = torch.nn.Linear(2, 2)
+model.register_buffer("mask_like", torch.full((2,), float(rank)))  # differs between the ranks
+forward = session.forward_model(model, train=True)
+for _ in range(3):
+    forward(torch.ones(4, 2)).sum().backward()
+print(f"rank {rank} buffer {model.mask_like.tolist()} ddp {type(forward).__name__}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.full
+@pytest.mark.cpu_only
+def test_ddp_does_not_broadcast_the_buffers_at_every_step(tmp_path: Any) -> None:
     """Masks and batch-norm statistics are synchronised once per epoch (sync_buffers), not
-    before each forward; the torchrun tests check that the results do not change."""
-    session = runners.Session.__new__(runners.Session)
-    session.config, session.device = cli.Config(save_dir="unused"), torch.device("cpu")
-    monkeypatch.setattr(distributed, "world", lambda: 2)
-    monkeypatch.setattr(runners, "DistributedDataParallel", lambda model, **kw: kw)
-    assert session.forward_model(torch.nn.Linear(2, 2), train=True)["broadcast_buffers"] is False
+    before each forward: under a real two-process gloo group, a buffer that differs between
+    the ranks is still rank 1's own after three training steps through the session's DDP
+    wrapper (DDP's default would overwrite it with rank 0's before the first step). The
+    torchrun tests check that the results do not change."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(DDP_BUFFER_PROBE)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(probe), REPO], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "rank 0 buffer [0.0, 0.0] ddp DistributedDataParallel" in result.stdout
+    assert "rank 1 buffer [1.0, 1.0] ddp DistributedDataParallel" in result.stdout
 
 
 def test_a_best_epoch_is_serialised_once_and_copied(tmp_path: Any, monkeypatch: Any) -> None:
