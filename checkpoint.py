@@ -113,7 +113,7 @@ class Decoded:
     scheduler_state: Dict[str, Any]
     script: Optional[str]                # None for published checkpoints
     config: Optional[Dict[str, Any]]
-    records: Optional[torch.Tensor]      # examples x epochs int8 (PrAC)
+    records: Optional[torch.Tensor]      # epochs x examples int8 (PrAC): the recorder's layout
     el2n_sums: Optional[torch.Tensor]
     early_bird: Optional[Dict[str, Any]]  # queue, last_mask, start_record (PrAC)
 
@@ -164,7 +164,7 @@ def decode(checkpoint: Any, path: str, fallback_seed: int, full_schedule: RoundS
         run=run, model_state=checkpoint["state_dict"], optimizer_state=checkpoint["optimizer"],
         scheduler_state=checkpoint["scheduler"],
         script=checkpoint.get("script"), config=checkpoint.get("config"),
-        records=records_matrix(checkpoint["prediction"]) if is_prac else None,
+        records=records_matrix(checkpoint["prediction"]).t() if is_prac else None,
         el2n_sums=checkpoint.get("el2n_sums"),
         early_bird=({"queue": torch.as_tensor(checkpoint["distance_queue"]), "last_mask": checkpoint["last_mask"],
                      "start_record": bool(checkpoint["start_record"]),

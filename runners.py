@@ -646,12 +646,12 @@ class PracPlan(SearchPlan):
         examples = len(self.session.data.train)
         records = decoded.records
         assert records is not None and decoded.early_bird is not None  # check_resumable made sure
-        if records.shape[1] != run.epoch or (run.epoch and records.shape[0] != examples):
-            raise UserError(f"checkpoint {path}: its per-example records are {tuple(records.shape)}, "
+        if records.shape[0] != run.epoch or (run.epoch and records.shape[1] != examples):
+            raise UserError(f"checkpoint {path}: its per-example records are {tuple(records.shape[::-1])}, "
                             f"expected ({examples}, {run.epoch}); is it from this data set?")
         run.statistics = self.new_statistics(run.schedule.epochs)
         if run.epoch:
-            run.statistics.correctness.values[:run.epoch] = records.t().to(self.session.device)
+            run.statistics.correctness.values[:run.epoch] = records.to(self.session.device)
         if run.statistics.el2n is not None:
             if decoded.el2n_sums is None and run.epoch > 0:
                 raise UserError(f"checkpoint {path} holds no EL2N scores; resume it with the --select it was "

@@ -53,6 +53,7 @@ class RoundResult:
     cumulative_steps: int
     best_val_acc: float
     test_acc_at_best_val: float
+    final_train_acc: Optional[float] = None  # the round's last epoch in epochs.csv (augmented batches)
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,9 +139,30 @@ def _optional_int(text: str) -> Optional[int]:
     return int(float(text)) if text.strip() else None
 
 
+def final_train_accuracies(run_dir: str) -> Dict[int, float]:
+    """Round → training accuracy of its last epoch in ``run_dir/epochs.csv`` (the running accuracy
+    over that epoch's augmented batches); empty when the table is missing or lacks the columns."""
+    path = RunPaths(run_dir).epochs_csv
+    last: Dict[int, Tuple[int, float]] = {}
+    try:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    number, epoch, accuracy = int(row["round"]), int(row["epoch"]), float(row["train_acc"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if number not in last or epoch >= last[number][0]:
+                    last[number] = (epoch, accuracy)
+    except OSError:
+        return {}
+    return {number: accuracy for number, (_, accuracy) in last.items()}
+
+
 def read_rounds(run_dir: str) -> List[RoundResult]:
-    """Parses ``run_dir/rounds.csv``; a malformed table is a UserError; a repeated round keeps its last row."""
+    """Parses ``run_dir/rounds.csv`` (with each round's final training accuracy from epochs.csv);
+    a malformed table is a UserError; a repeated round keeps its last row."""
     path = RunPaths(run_dir).rounds_csv
+    train_acc = final_train_accuracies(run_dir)
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [name for name in ROUND_FIELDS if name not in (reader.fieldnames or [])]
@@ -156,7 +178,8 @@ def read_rounds(run_dir: str) -> List[RoundResult]:
                 pruning_aware_part=_optional_int(row["pruning_aware_part"]),
                 epochs_planned=int(row["epochs_planned"]), epochs_run=int(row["epochs_run"]),
                 steps=int(row["steps"]), cumulative_steps=int(row["cumulative_steps"]),
-                best_val_acc=float(row["best_val_acc"]), test_acc_at_best_val=float(row["test_acc_at_best_val"]))
+                best_val_acc=float(row["best_val_acc"]), test_acc_at_best_val=float(row["test_acc_at_best_val"]),
+                final_train_acc=train_acc.get(int(row["round"])))
         except (TypeError, ValueError) as error:
             raise UserError(f"{path} line {line} has a bad value ({error})") from None
         by_round[result.round] = result

@@ -28,7 +28,10 @@ class Replicate:
     pruning_aware_part: Cell
     cumulative_steps: Cell          # through this round (the final ticket: through the last round)
     search_acc: Cell
+    search_train_acc: Cell          # the round's final training accuracy (its last epoch)
     retrained_acc: Cell             # main_train.py on this round's ticket
+    retrained_train_acc: Cell       # ... its final training accuracy
+    reinit_train_acc: Cell          # ... the reinit control's
     reinit_acc: Cell                # ... on its mask from a fresh initialisation
     random_mask_acc: Cell           # ... on a random mask of its per-layer counts
     epochs_run: Cell
@@ -44,6 +47,11 @@ def _mean_test_acc(runs: Sequence[Run]) -> Cell:
     return mean(run.rounds[-1].test_acc_at_best_val for run in runs) if runs else None
 
 
+def _mean_train_acc(runs: Sequence[Run]) -> Cell:
+    values = [run.rounds[-1].final_train_acc for run in runs if run.rounds[-1].final_train_acc is not None]
+    return mean(values) if values else None
+
+
 def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
     """Every search run's rounds (plus rounds known only from a retraining, e.g. the final
     ticket), with the retrained ticket and its controls; dense main_train.py runs as round 0."""
@@ -53,13 +61,13 @@ def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
         key: SeedKey = run.seed if run.seed is not None else run.path
         for number in sorted({r.round for r in run.rounds} | {number for number, _ in trains}):
             trained = run.round_result(number)
-            accs = {}
+            accs, train_accs = {}, {}
             for role in (TICKET, REINIT, RANDOM_MASK):
                 same = trains.get((number, role), [])
                 if len(same) > 1:
                     notes.append(f"round {number} of {run.path} has {len(same)} {role} retraining runs "
                                  f"({', '.join(r.path for r in same)}); their test accuracies are averaged")
-                accs[role] = _mean_test_acc(same)
+                accs[role], train_accs[role] = _mean_test_acc(same), _mean_train_acc(same)
             retrained = [train for (n, _), runs in trains.items() if n == number for train in runs]
             density = trained.remaining_weights if trained else retrained[0].rounds[-1].remaining_weights
             through = [r for r in run.rounds if r.round <= number]
@@ -69,7 +77,9 @@ def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
                 forgetting_part=trained.forgetting_part if trained else None,
                 pruning_aware_part=trained.pruning_aware_part if trained else None,
                 cumulative_steps=float(through[-1].cumulative_steps) if through else None,
-                search_acc=trained.test_acc_at_best_val if trained else None, retrained_acc=accs[TICKET],
+                search_acc=trained.test_acc_at_best_val if trained else None,
+                search_train_acc=trained.final_train_acc if trained else None, retrained_acc=accs[TICKET],
+                retrained_train_acc=train_accs[TICKET], reinit_train_acc=train_accs[REINIT],
                 reinit_acc=accs[REINIT], random_mask_acc=accs[RANDOM_MASK],
                 epochs_run=trained.epochs_run if trained else None,
                 epochs_planned=trained.epochs_planned if trained else None,
@@ -89,7 +99,7 @@ def _cells(replicates: Sequence[Replicate], method: str, number: int) -> List[Re
 
 
 AGGREGATE_FIELDS = ("retrained_acc", "search_acc", "cumulative_steps", "train_examples",
-                    "forgetting_part", "pruning_aware_part")
+                    "forgetting_part", "pruning_aware_part", "search_train_acc", "retrained_train_acc")
 
 
 def aggregate(replicates: Sequence[Replicate]) -> List[Dict[str, Any]]:
@@ -225,13 +235,15 @@ def set_size_line(replicates: Sequence[Replicate], method: str) -> Optional[str]
 # ---------------------------------------------------------------------------- markdown and CSV
 def aggregate_markdown(rows: Sequence[Dict[str, Any]]) -> str:
     lines = ["| method | round | remaining weights (%) | runs | retrained-ticket test acc (%) | "
-             "search test acc (%) | cumulative steps | training examples |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "search test acc (%) | cumulative steps | training examples | final train acc: search, retrained (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def stat(row: Dict[str, Any], name: str, decimals: int = 2, show_n: bool = True) -> str:
         return Stat(row[f"{name}_n"], row[f"{name}_mean"], row[f"{name}_std"]).text(decimals, show_n)
     for row in rows:
         cells = [row["method"], str(row["round"]), f"{row['remaining_weights']:.2f}", str(row["runs"]),
                  stat(row, "retrained_acc"), stat(row, "search_acc"), stat(row, "cumulative_steps", 0, False),
-                 stat(row, "train_examples", 0, False)]
+                 stat(row, "train_examples", 0, False),
+                 " / ".join(stat(row, name, 1, False) or "–" for name in ("search_train_acc", "retrained_train_acc"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -271,7 +283,8 @@ VERDICT_COLUMNS = ["method", "reference", "round", "remaining_weights", "metric"
                    "steps_percent_n", "setting"]
 RUNS_COLUMNS = ["method", "seed", "run", "round", "remaining_weights", "train_examples", "forgetting_part",
                 "pruning_aware_part", "cumulative_steps", "search_acc", "retrained_acc", "reinit_acc",
-                "random_mask_acc", "epochs_run", "epochs_planned", "steps", "best_val_acc", "setting"]
+                "random_mask_acc", "search_train_acc", "retrained_train_acc", "reinit_train_acc",
+                "epochs_run", "epochs_planned", "steps", "best_val_acc", "setting"]
 CONTROLS_COLUMNS = (["method", "round", "remaining_weights"]
                     + [f"{arm}_{part}" for arm in ("ticket", "reinit", "random_mask") for part in ("n", "mean", "std")]
                     + [f"{versus}_{part}" for versus in ("ticket_minus_reinit", "ticket_minus_random_mask")

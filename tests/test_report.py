@@ -20,7 +20,7 @@ from cli import Config
 from paths import RunPaths
 from reporting import stats
 from reporting.plots import PLOT_ACCURACY, PLOT_ACCURACY_STEPS, PLOT_SET_SIZE
-from outputs import ROUND_FIELDS, ResultTable, save_run_info
+from outputs import EPOCH_FIELDS, ROUND_FIELDS, ResultTable, save_run_info
 from runners import _ticket_record
 from tests.conftest import REPO, run_script, tiny_args
 from tests.helpers import read_csv
@@ -297,6 +297,29 @@ def test_replicates_mean_std_n(sweep: str, tmp_path: Any) -> None:
     assert len(runs) == 7 * 4 and {r["seed"] for r in runs} == {"0", "1", "2"}
 
 
+def test_each_rounds_final_training_accuracy_is_its_last_epoch_row(tmp_path: Any) -> None:
+    """Memorisation is judged by a round's training accuracy at its end: the report takes each
+    round's last epoch row of epochs.csv (any order), averages it over seeds, and leaves it empty
+    for a run that has no epochs.csv (written before it existed)."""
+    for seed in (0, 1, 2):
+        folder = search_run(tmp_path / "runs" / f"imp-seed{seed}", "imp", seed, [60, 50, 55], [100, 200, 300])
+        if seed == 2:
+            continue
+        table = ResultTable(RunPaths(folder).epochs_csv, EPOCH_FIELDS)
+        for number, epoch, accuracy in ((0, 2, 90 + 2 * seed), (0, 1, 40), (1, 1, 50), (1, 2, 97 - seed)):
+            table.append({"round": number, "epoch": epoch, "train_acc": accuracy})
+    result = report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    round0, round1 = aggregate_row(result, "imp", 0), aggregate_row(result, "imp", 1)
+    assert (round0["search_train_acc_n"], round0["search_train_acc_mean"]) == (2, pytest.approx(91.0))
+    assert round0["search_train_acc_std"] == pytest.approx(2 ** 0.5)
+    assert (round1["search_train_acc_n"], round1["search_train_acc_mean"]) == (2, pytest.approx(96.5))
+    by_run = {(r["run"].rsplit("-seed", 1)[1], r["round"]): r["search_train_acc"]
+              for r in read_csv(os.path.join(tmp_path / "out", "runs.csv"))}
+    assert (by_run[("1", "0")], by_run[("1", "1")], by_run[("2", "0")]) == ("92.0", "96.0", "")
+    with open(os.path.join(tmp_path / "out", "report.md")) as handle:
+        assert "| 91.0 ± 1.4 / – |" in handle.read()
+
+
 def test_verdict_paired_t_interval_and_cost(sweep: str, tmp_path: Any) -> None:
     result = report.main([sweep, "--out", str(tmp_path / "out")])
     rows = {(rows[0].method, rows[0].reference): rows for rows in result.verdicts}
@@ -477,6 +500,15 @@ def test_real_runs_end_to_end(real_runs: Dict[str, str]) -> None:
     assert (rows[2].retrained_acc, rows[2].reinit_acc) == (pytest.approx(acc("final")), pytest.approx(acc("reinit")))
     assert rows[2].remaining_weights == pytest.approx(64.0, abs=0.01) and rows[2].search_acc is None
     assert [(c.method, c.round) for c in result.controls] == [("imp", 2)]
+
+    def final_train_acc(name: str, number: int = 0) -> float:  # the round's last epoch row
+        return float([r for r in read_csv(RunPaths(real_runs[name]).epochs_csv) if r["round"] == str(number)][-1]
+                     ["train_acc"])
+    assert [rows[k].search_train_acc for k in (0, 1)] == [pytest.approx(final_train_acc("imp", k)) for k in (0, 1)]
+    assert (rows[1].retrained_train_acc, rows[2].retrained_train_acc, rows[2].reinit_train_acc) == (
+        pytest.approx(final_train_acc("round1")), pytest.approx(final_train_acc("final")),
+        pytest.approx(final_train_acc("reinit")))
+    assert rows[2].search_train_acc is None
 
     out = real_runs["out"]
     for name in ("report.md", "aggregate.csv", "verdict.csv", "runs.csv", "controls.csv",
