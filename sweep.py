@@ -90,12 +90,6 @@ class Sweep:
     def path(self, *parts: str) -> str:
         return os.path.join(self.out, *parts)
 
-    def done_marker(self, job: Job) -> str:
-        return self.path("done", job.name)
-
-    def is_done(self, job: Job) -> bool:
-        return os.path.exists(self.done_marker(job))
-
 
 def parse_list(text: str, what: str) -> List[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
