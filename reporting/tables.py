@@ -32,6 +32,7 @@ class Replicate:
     retrained_acc: Cell             # main_train.py on this round's ticket
     retrained_train_acc: Cell       # ... its final training accuracy
     reinit_train_acc: Cell          # ... the reinit control's
+    random_mask_train_acc: Cell     # ... the random-mask control's
     reinit_acc: Cell                # ... on its mask from a fresh initialisation
     random_mask_acc: Cell           # ... on a random mask of its per-layer counts
     epochs_run: Cell
@@ -80,6 +81,7 @@ def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
                 search_acc=trained.test_acc_at_best_val if trained else None,
                 search_train_acc=trained.final_train_acc if trained else None, retrained_acc=accs[TICKET],
                 retrained_train_acc=train_accs[TICKET], reinit_train_acc=train_accs[REINIT],
+                random_mask_train_acc=train_accs[RANDOM_MASK],
                 reinit_acc=accs[REINIT], random_mask_acc=accs[RANDOM_MASK],
                 epochs_run=trained.epochs_run if trained else None,
                 epochs_planned=trained.epochs_planned if trained else None,
@@ -284,7 +286,7 @@ VERDICT_COLUMNS = ["method", "reference", "round", "remaining_weights", "metric"
 RUNS_COLUMNS = ["method", "seed", "run", "round", "remaining_weights", "train_examples", "forgetting_part",
                 "pruning_aware_part", "cumulative_steps", "search_acc", "retrained_acc", "reinit_acc",
                 "random_mask_acc", "search_train_acc", "retrained_train_acc", "reinit_train_acc",
-                "epochs_run", "epochs_planned", "steps", "best_val_acc", "setting"]
+                "random_mask_train_acc", "epochs_run", "epochs_planned", "steps", "best_val_acc", "setting"]
 CONTROLS_COLUMNS = (["method", "round", "remaining_weights"]
                     + [f"{arm}_{part}" for arm in ("ticket", "reinit", "random_mask") for part in ("n", "mean", "std")]
                     + [f"{versus}_{part}" for versus in ("ticket_minus_reinit", "ticket_minus_random_mask")

@@ -84,12 +84,16 @@ def test_converged_study_controls_and_training_accuracies_are_the_committed_runs
     controls = {row["method"]: row for row in rows(str(out / "controls.csv"))}
     assert set(controls) == set(labels)
     for method, row in controls.items():
-        assert (row["ticket_n"], row["reinit_n"], row["ticket_minus_reinit_paired"]) == ("3", "3", "True")
+        assert (row["ticket_n"], row["reinit_n"], row["random_mask_n"]) == ("3", "3", "3")
+        assert row["ticket_minus_reinit_paired"] == row["ticket_minus_random_mask_paired"] == "True"
         line = interval_text(row["ticket_minus_reinit_mean"], row["ticket_minus_reinit_ci95_low"],
                              row["ticket_minus_reinit_ci95_high"])
         assert quoted(line, results), (method, line)
-        cells = (f"{float(row['ticket_mean']):.2f} ± {float(row['ticket_std']):.2f} | "
-                 f"{float(row['reinit_mean']):.2f} ± {float(row['reinit_std']):.2f}")
+        line = interval_text(row["ticket_minus_random_mask_mean"], row["ticket_minus_random_mask_ci95_low"],
+                             row["ticket_minus_random_mask_ci95_high"])
+        assert quoted(line, results), (method, line)
+        cells = " | ".join(f"{float(row[f'{arm}_mean']):.2f} ± {float(row[f'{arm}_std']):.2f}"
+                           for arm in ("ticket", "reinit", "random_mask"))
         assert f"| {labels[method]} | {cells} |" in results, cells
     # Every round's final training accuracy, per method and seed, as docs/results.md tabulates it.
     replicates = rows(str(out / "runs.csv"))
@@ -97,7 +101,8 @@ def test_converged_study_controls_and_training_accuracies_are_the_committed_runs
         for seed in ("0", "1", "2"):
             by_round = {row["round"]: row for row in replicates if row["method"] == method and row["seed"] == seed}
             cells = [f"{float(by_round[k]['search_train_acc']):.1f}" for k in "0123"]
-            cells += [f"{float(by_round['4'][name]):.1f}" for name in ("retrained_train_acc", "reinit_train_acc")]
+            cells += [f"{float(by_round['4'][name]):.1f}" for name in ("retrained_train_acc", "reinit_train_acc",
+                                                                    "random_mask_train_acc")]
             assert f"| {label} | {seed} | {' | '.join(cells)} |" in results, (method, seed, cells)
     low = min(float(r["search_train_acc"]) for r in replicates if r["round"] == "0")
     high = max(float(r["search_train_acc"]) for r in replicates if r["round"] == "0")
