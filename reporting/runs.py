@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import cli
 from paths import RunPaths
-from outputs import ROUND_FIELDS
+from outputs import EPOCH_FIELDS, ROUND_FIELDS, ResultTable
 from utils import UserError
 
 IMP_SCRIPT, SEARCH_SCRIPT, RETRAIN_SCRIPT = cli.IMP, cli.SEARCH, cli.RETRAIN
@@ -141,21 +141,13 @@ def _optional_int(text: str) -> Optional[int]:
 
 def final_train_accuracies(run_dir: str) -> Dict[int, float]:
     """Round → training accuracy of its last epoch in ``run_dir/epochs.csv`` (the running accuracy
-    over that epoch's augmented batches); empty when the table is missing or lacks the columns."""
-    path = RunPaths(run_dir).epochs_csv
-    last: Dict[int, Tuple[int, float]] = {}
+    over that epoch's augmented batches); empty when the run has no epochs table."""
+    table = ResultTable(RunPaths(run_dir).epochs_csv, EPOCH_FIELDS)
     try:
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                try:
-                    number, epoch, accuracy = int(row["round"]), int(row["epoch"]), float(row["train_acc"])
-                except (KeyError, TypeError, ValueError):
-                    continue
-                if number not in last or epoch >= last[number][0]:
-                    last[number] = (epoch, accuracy)
-    except OSError:
-        return {}
-    return {number: accuracy for number, (_, accuracy) in last.items()}
+        # rows are in epoch order, each once (ResultTable): a round's last row is its final epoch
+        return {int(row["round"]): float(row["train_acc"]) for row in table.rows() if row.get("train_acc")}
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{table.path} has a bad value ({error})") from None
 
 
 def read_rounds(run_dir: str) -> List[RoundResult]:
