@@ -8,14 +8,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dataset import DATA_MODES, DATASETS, DEFAULT_DATA_DIR, IMAGE_TREES
 from durable import file_digest
-from models import ARCH_CHOICES, ARCHITECTURES, is_architecture
+from models import ARCH_CHOICES, is_architecture
 from prac import SELECTION_RULES
 from pruner import MODES, SCOPES, PruneScope
 from training import PRECISIONS
 from utils import UserError
 
 DATASET_NAMES = tuple(DATASETS)
-ARCH_NAMES = tuple(ARCHITECTURES)
 MIN_IMAGE_SIZE = 8
 MAX_DEFAULT_WORKERS = 16
 

@@ -29,33 +29,12 @@ from dataset import Data, load_data, load_index_file
 from durable import atomic_write, claim_save_dir
 from models import build_model
 from paths import RunPaths
-from prac import (
-    BatchHook,
-    RoundSchedule,
-    RoundStatistics,
-    SelectionInput,
-    SelectionSettings,
-    build_rule,
-    next_training_set,
-    pruning_aware_examples,
-    scaled_schedule,
-)
+from prac import (BatchHook, RoundSchedule, RoundStatistics, SelectionInput, SelectionSettings, build_rule,
+                  next_training_set, pruning_aware_examples, scaled_schedule)
 from outputs import EPOCH_FIELDS, LAYER_FIELDS, ROUND_FIELDS, ResultTable, plot_curves, plot_layers, save_run_info
 from training import LoopSettings, evaluate, make_optimizer, make_scheduler, predict, set_float32_math, train_epoch
-from utils import (
-    LOG,
-    STREAM_RANDOM_MASK,
-    STREAM_RANDOM_PRUNE,
-    STREAM_SELECT,
-    STREAM_TRAIN,
-    UserError,
-    derived_seed,
-    describe_device,
-    fresh_seed,
-    make_generator,
-    select_device,
-    setup_logging,
-)
+from utils import (LOG, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE, STREAM_SELECT, STREAM_TRAIN, UserError, derived_seed,
+                   describe_device, fresh_seed, make_generator, select_device, setup_logging)
 
 # Evaluation batches at 32 px. Measured on a 2-core CPU (2026-11-24): ResNet-20s evaluates
 # ~8x faster in batches of 128 than of 1000, whose activations fall out of cache; a GPU wants

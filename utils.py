@@ -114,6 +114,7 @@ def make_generator(device: torch.device, base_seed: int, *keys: int) -> torch.Ge
     return generator
 
 
-# Stream tags for derived seeds, so two uses never share a stream.
-STREAM_INIT, STREAM_TRAIN, STREAM_RANDOM_PRUNE, STREAM_SELECT = 1, 2, 3, 4
+# Stream tags for derived seeds, so two uses never share a stream. (1 is unused: the model's
+# initialisation draws from torch's global RNG seeded as the published setup_seed does.)
+STREAM_TRAIN, STREAM_RANDOM_PRUNE, STREAM_SELECT = 2, 3, 4
 STREAM_RANDOM_MASK = 5  # main_train.py --random_mask: the control's mask

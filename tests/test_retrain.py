@@ -261,7 +261,7 @@ def test_random_mask_keeps_each_layer_count_and_the_ticket_weights(cifar10_dir: 
 
 def test_random_mask_stream_is_its_own() -> None:
     """The control's mask comes from its own derived stream (not the training or pruning ones)."""
-    streams = [utils.STREAM_INIT, utils.STREAM_TRAIN, utils.STREAM_RANDOM_PRUNE, utils.STREAM_SELECT,
+    streams = [utils.STREAM_TRAIN, utils.STREAM_RANDOM_PRUNE, utils.STREAM_SELECT,
                utils.STREAM_RANDOM_MASK]
     assert len(set(streams)) == len(streams)
     mask = {"a.weight_mask": (torch.rand(4, 50, generator=torch.Generator().manual_seed(0)) > 0.5).float()}
