@@ -99,26 +99,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Report:
     report.files = replace_folder(args.out or default_out(args.runs[0]), lambda folder: write_report(report, folder))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(report.markdown)
-    print()
-    print(f"report: {report.files[0]}")
+    print(f"{report.markdown}\n\nreport: {report.files[0]}")
     for path in report.files[1:]:
         print(f"{'plot' if path.endswith('.png') else 'table'}: {path}")
     sys.stdout.flush()  # a closed pipe (report.py | head) shows here, inside the caller's handler
     return report
 
 
-def run_quietly_into_pipe() -> None:
-    """The command line, where a reader that stops early (``| head``) ends it quietly: the
-    files are written before anything is printed, so nothing is lost."""
+if __name__ == "__main__":
     try:
         run_cli(main)
-    except BrokenPipeError:
+    except BrokenPipeError:  # a reader that stopped early (| head): the files were written before any print
         # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-
-
-if __name__ == "__main__":
-    run_quietly_into_pipe()

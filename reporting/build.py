@@ -2,11 +2,12 @@
 against IMP and the controls; one pipeline, a single run being its n = 1 case."""
 import glob
 import os
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from reporting import tables
-from reporting.grouping import Group, group_runs
+from reporting.grouping import Group, group_runs, source_run
 from reporting.plots import write_plots
 from reporting.runs import IMP_METHOD, RETRAIN_SCRIPT, Run, load_run, run_folders
 from reporting.tables import ControlRow, Replicate, VerdictRow
@@ -45,7 +46,7 @@ class Report:
 
     @property
     def aggregate(self) -> List[Dict[str, Any]]:
-        return [{**row, "setting": part.group.label} for part in self.groups for row in part.aggregate]
+        return self.labelled(lambda part: part.aggregate)
 
     @property
     def verdicts(self) -> List[List[VerdictRow]]:
@@ -63,6 +64,10 @@ class Report:
     def control_lines(self) -> List[str]:
         return [line for part in self.groups for line in part.control_lines]
 
+    def labelled(self, records: Callable[[GroupReport], Iterable[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+        """Each group's ``records``, with its label as their "setting" column."""
+        return [{**record, "setting": part.group.label} for part in self.groups for record in records(part)]
+
 
 def find_runs(folders: Sequence[str], retrain_folders: Sequence[str], names: Optional[Sequence[str]],
               notes: List[str]) -> List[Run]:
@@ -79,9 +84,9 @@ def find_runs(folders: Sequence[str], retrain_folders: Sequence[str], names: Opt
             if len(found) != 1:
                 raise UserError(f"--name labels one run per folder; {folder} holds {len(found)}")
             found[0].label = names[index]
-        runs.update((os.path.realpath(run.path), run) for run in found)
         if index < len(folders) and len(found) == 1 and found[0].is_search:
-            runs.update((os.path.realpath(run.path), run) for run in nearby_retrains(found[0]))
+            found += nearby_retrains(found[0])
+        runs.update((os.path.realpath(run.path), run) for run in found)
     if not runs:
         raise UserError(f"no finished run in {', '.join([*folders, *retrain_folders])}")
     return list(runs.values())
@@ -98,9 +103,7 @@ def nearby_retrains(run: Run) -> List[Run]:
             train = load_run(os.path.dirname(info), [])
         except UserError:  # not this report's business: it was not asked for
             continue
-        source = str(train.ticket.get("source_run") or "") if train is not None else ""
-        if source and not train.is_search and (os.path.realpath(source) == os.path.realpath(run.path)
-                                                          or os.path.normpath(source) == run.recorded_path):
+        if train is not None and not train.is_search and source_run(train, [run], []) is run:
             found.append(train)
     return found
 
@@ -155,11 +158,9 @@ def _run_listing(part: GroupReport) -> List[str]:
         runs = [run for run in everyone if run.method == method]
         seeds = ", ".join("unseeded" if run.seed is None else str(run.seed) for run in runs)
         labels = ", ".join(run.label for run in runs if run.label)
-        lines.append(f"- {method}: {len(runs)} run{'s' if len(runs) != 1 else ''}, seed{'s' if len(runs) != 1 else ''} "
-                     f"{seeds}" + (f" ({labels})" if labels else ""))
-    retrained = {}
-    for retrain in part.group.retrains:
-        retrained[retrain.run.role] = retrained.get(retrain.run.role, 0) + 1
+        plural = "s" if len(runs) != 1 else ""
+        lines.append(f"- {method}: {len(runs)} run{plural}, seed{plural} {seeds}" + (f" ({labels})" if labels else ""))
+    retrained = Counter(retrain.run.role for retrain in part.group.retrains)
     if retrained:
         lines.append("- main_train.py runs on these tickets: "
                      + ", ".join(f"{role} {n}" for role, n in retrained.items()))
@@ -206,14 +207,13 @@ INTRODUCTION = (
 def write_report(report: Report, out_dir: str) -> List[str]:
     """Writes report.md, the four tables and each group's three plots into ``out_dir``."""
     files = [os.path.join(out_dir, name) for name in (AGGREGATE_CSV, VERDICT_CSV, RUNS_CSV, CONTROLS_CSV)]
-
-    def rows(records: Any) -> List[Dict[str, Any]]:
-        return [{**record, "setting": part.group.label} for part in report.groups for record in records(part)]
     tables.write_csv(files[0], tables.AGGREGATE_COLUMNS, report.aggregate)
     tables.write_csv(files[1], tables.VERDICT_COLUMNS,
-                     rows(lambda p: [tables.verdict_record(r) for rs in p.verdicts for r in rs]))
-    tables.write_csv(files[2], tables.RUNS_COLUMNS, rows(lambda p: [tables.replicate_record(r) for r in p.replicates]))
-    tables.write_csv(files[3], tables.CONTROLS_COLUMNS, rows(lambda p: [tables.control_record(r) for r in p.controls]))
+                     report.labelled(lambda p: [tables.verdict_record(r) for rs in p.verdicts for r in rs]))
+    tables.write_csv(files[2], tables.RUNS_COLUMNS,
+                     report.labelled(lambda p: [tables.replicate_record(r) for r in p.replicates]))
+    tables.write_csv(files[3], tables.CONTROLS_COLUMNS,
+                     report.labelled(lambda p: [tables.control_record(r) for r in p.controls]))
     several = len(report.groups) > 1
     plots: List[str] = []
     for index, part in enumerate(report.groups, start=1):

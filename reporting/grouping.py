@@ -8,9 +8,9 @@ reference of every PrAC setting it fits.
 """
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from reporting.runs import DENSE, RANDOM_MASK_REINIT, Run
+from reporting.runs import DENSE, RANDOM_MASK_REINIT, Run, Setting
 
 # A retraining run and the round it matches agree on the density to this many percentage
 # points (rounds.csv keeps 6 significant digits).
@@ -109,11 +109,8 @@ def _cliques(settings: Sequence[Dict[str, Any]]) -> List[List[int]]:
     return sorted(sorted(clique) for clique in found)
 
 
-def _merged(settings: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    merged: Dict[str, Any] = {}
-    for setting in settings:
-        merged.update(setting)
-    return merged
+def _merged(settings: Iterable[Setting]) -> Dict[str, Any]:
+    return {name: value for setting in settings for name, value in setting}
 
 
 def group_runs(runs: Sequence[Run], notes: List[str]) -> List[Group]:
@@ -134,13 +131,13 @@ def group_runs(runs: Sequence[Run], notes: List[str]) -> List[Group]:
     nodes = list(dict.fromkeys((run.script, run.setting) for run in search))
     groups: List[Group] = []
     for clique in _cliques([dict(setting) for _, setting in nodes]):
-        combo = [dict(nodes[index][1]) for index in clique]
         members = [run for run in search if nodes.index((run.script, run.setting)) in clique]
         attached = [r for r in retrains if any(r.source is run for run in members)]
         retrain_settings = list(dict.fromkeys(r.run.setting for r in attached))
         for retrain_clique in _cliques([dict(setting) for setting in retrain_settings]) or [[]]:
             chosen = [retrain_settings[index] for index in retrain_clique]
-            groups.append(Group(setting=_merged(combo), runs=members, retrain_setting=_merged(list(map(dict, chosen))),
+            groups.append(Group(setting=_merged(nodes[index][1] for index in clique), runs=members,
+                                retrain_setting=_merged(chosen),
                                 retrains=[r for r in attached if r.run.setting in chosen]))
     for run in (run for run in runs if not run.is_search and run.role == DENSE):
         # a dense main_train.py run is trained like the group's retraining runs (like its search, without any)

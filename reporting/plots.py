@@ -32,7 +32,7 @@ def _save(figure: Figure, axes: Axes, path: str) -> None:
 
 
 def _band(axes: Axes, xs: Sequence[float], means: Sequence[float], stds: Sequence[Optional[float]],
-          index: int, label: str, marker: str = "o", line: str = "-") -> None:
+          index: int, label: str, marker: str, line: str) -> None:
     """A mean line with ± std error bars and, between two or more such points, a band."""
     color = f"C{index % 10}"
     axes.plot(xs, means, marker=marker, linestyle=line, color=color, label=label)
@@ -55,20 +55,19 @@ def write_plots(aggregate: Sequence[Dict[str, Any]], out_dir: str, suffix: str =
               if any(row[f"{name}_mean"] is not None for row in aggregate)]
     heading = f" — {title}" if title else ""
 
-    def rows_of(method: str, name: str) -> List[Dict[str, Any]]:
-        return [row for row in aggregate if row["method"] == method and row[f"{name}_mean"] is not None]
-
-    def plot_methods(axes: Axes, x: str) -> None:
+    def plot_methods(axes: Axes, x: str, shown: Sequence[Tuple[str, str, str, str]]) -> None:
+        """Per method, each shown (column, what, marker, line style) against column ``x``."""
         for index, method in enumerate(methods):
-            for name, what, marker, line in series:
-                rows = [r for r in rows_of(method, name) if r[x] is not None]
+            for name, what, marker, line in shown:
+                rows = [r for r in aggregate if r["method"] == method and None not in (r[f"{name}_mean"], r[x])]
                 if rows:
                     _band(axes, [r[x] for r in rows], [r[f"{name}_mean"] for r in rows],
-                          [r[f"{name}_std"] for r in rows], index, f"{method}: {what}", marker, line)
+                          [r[f"{name}_std"] for r in rows], index, f"{method}: {what}" if what else method,
+                          marker, line)
 
     figure, axes = _new_axes(f"Test accuracy vs remaining weights (mean ± std over seeds){heading}",
                              "remaining weights (%, log scale; sparser →)", "test accuracy (%)")
-    plot_methods(axes, "remaining_weights")
+    plot_methods(axes, "remaining_weights", series)
     axes.set_xscale("log")
     densities = sorted({round(r["remaining_weights"], 2) for r in aggregate}, reverse=True)
     ticks = densities[::max(1, -(-len(densities) // MOST_TICKS))]
@@ -83,16 +82,12 @@ def write_plots(aggregate: Sequence[Dict[str, Any]], out_dir: str, suffix: str =
 
     figure, axes = _new_axes(f"Test accuracy vs training cost (mean ± std over seeds){heading}",
                              "cumulative training steps (SGD iterations)", "test accuracy (%)")
-    plot_methods(axes, "cumulative_steps_mean")
+    plot_methods(axes, "cumulative_steps_mean", series)
     _save(figure, axes, paths[1])
 
     figure, axes = _new_axes(f"Training-set size per round (mean ± std over seeds){heading}", "pruning round",
                              "training examples")
-    for index, method in enumerate(methods):
-        rows = rows_of(method, "train_examples")
-        if rows:
-            _band(axes, [r["round"] for r in rows], [r["train_examples_mean"] for r in rows],
-                  [r["train_examples_std"] for r in rows], index, method)
+    plot_methods(axes, "round", [("train_examples", "", "o", "-")])
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylim(bottom=0)
     _save(figure, axes, paths[2])

@@ -6,8 +6,8 @@ import csv
 import functools
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cli
 from paths import RunPaths
@@ -27,13 +27,6 @@ RANDOM_MASK_REINIT = "random mask, reinit"  # not one of the controls the report
 # What a run recorded before a setting existed ran with (cli's flags marked new); any other
 # missing setting matches any value.
 OLD_DEFAULTS: Dict[str, Any] = cli.RESUME_DEFAULTS
-
-# A search run's method, from what it recorded: imp, or main_PrAC_imp.py's --select rule.
-SEARCH_METHOD = {
-    IMP_SCRIPT: lambda arguments: IMP_METHOD,
-    SEARCH_SCRIPT: lambda arguments: str(arguments.get("select")) + (SIZE_MATCHED if arguments.get("match_sizes")
-                                                                     else ""),
-}
 
 Setting = Tuple[Tuple[str, Any], ...]  # (name, value) pairs, sorted by name; hashable
 
@@ -96,7 +89,7 @@ class Run:
 
     @property
     def is_search(self) -> bool:
-        return self.script in SEARCH_METHOD
+        return self.script in (IMP_SCRIPT, SEARCH_SCRIPT)
 
     @property
     def role(self) -> str:
@@ -112,8 +105,10 @@ class Run:
     @property
     def method(self) -> str:
         """imp, the --select rule of main_PrAC_imp.py, or what a main_train.py run trained."""
-        if self.is_search:
-            return SEARCH_METHOD[self.script](self.arguments)
+        if self.script == IMP_SCRIPT:
+            return IMP_METHOD
+        if self.script == SEARCH_SCRIPT:
+            return str(self.arguments.get("select")) + (SIZE_MATCHED if self.arguments.get("match_sizes") else "")
         if self.role == DENSE:
             return f"{DENSE} (given weights)" if self.arguments.get("init_dir") else DENSE
         return self.role
@@ -135,8 +130,9 @@ class Run:
         return next((r for r in self.rounds if r.round == number), None)
 
 
-def _optional_int(text: str) -> Optional[int]:
-    return int(float(text)) if text.strip() else None
+# How a rounds.csv cell is read, by the type of its RoundResult field (an empty optional cell is None).
+_READ: Dict[Any, Callable[[str], Any]] = {int: int, float: float,
+                                          Optional[int]: lambda text: int(float(text)) if text.strip() else None}
 
 
 def final_train_accuracies(run_dir: str) -> Dict[int, float]:
@@ -164,17 +160,11 @@ def read_rounds(run_dir: str) -> List[RoundResult]:
     by_round: Dict[int, RoundResult] = {}
     for line, row in enumerate(rows, start=2):
         try:
-            result = RoundResult(
-                round=int(row["round"]), remaining_weights=float(row["remaining_weights"]),
-                train_examples=int(row["train_examples"]), forgetting_part=_optional_int(row["forgetting_part"]),
-                pruning_aware_part=_optional_int(row["pruning_aware_part"]),
-                epochs_planned=int(row["epochs_planned"]), epochs_run=int(row["epochs_run"]),
-                steps=int(row["steps"]), cumulative_steps=int(row["cumulative_steps"]),
-                best_val_acc=float(row["best_val_acc"]), test_acc_at_best_val=float(row["test_acc_at_best_val"]),
-                final_train_acc=train_acc.get(int(row["round"])))
+            cells = {field.name: _READ[field.type](row[field.name]) for field in fields(RoundResult)
+                     if field.name in ROUND_FIELDS}
         except (TypeError, ValueError) as error:
             raise UserError(f"{path} line {line} has a bad value ({error})") from None
-        by_round[result.round] = result
+        by_round[cells["round"]] = RoundResult(**cells, final_train_acc=train_acc.get(cells["round"]))
     return [by_round[number] for number in sorted(by_round)]
 
 
@@ -196,15 +186,12 @@ def load_run(folder: str, notes: List[str]) -> Optional[Run]:
             info = json.load(handle)
     except (OSError, ValueError) as error:
         raise UserError(f"{info_path} is not readable JSON ({error})") from None
-    script = os.path.basename(str(info.get("script") or "")) if isinstance(info, dict) else ""
-    if script not in cli.ALL_SCRIPTS:
+    run = Run(path=os.path.abspath(folder), info=info if isinstance(info, dict) else {}, rounds=[])
+    if run.script not in cli.ALL_SCRIPTS:
         notes.append(f"{folder}: its args.json names no script of this project; left out")
         return None
-    if not os.path.isfile(RunPaths(folder).rounds_csv):
+    run.rounds = read_rounds(folder) if os.path.isfile(RunPaths(folder).rounds_csv) else []
+    if not run.rounds:
         notes.append(f"{folder} has no finished round yet; left out")
         return None
-    rounds = read_rounds(folder)
-    if not rounds:
-        notes.append(f"{folder} has no finished round yet; left out")
-        return None
-    return Run(path=os.path.abspath(folder), info=info, rounds=rounds)
+    return run

@@ -1,7 +1,7 @@
 """A group's numbers: one row per run and round, mean ± std per method and round, the verdict
 against IMP and the controls of each ticket; their markdown and CSV forms."""
 import csv
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from statistics import mean
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +16,7 @@ Cell = Optional[float]
 
 @dataclass(frozen=True)
 class Replicate:
-    """One run's values at one round (one sparsity)."""
+    """One run's values at one round (one sparsity); its fields are runs.csv's columns, in order."""
 
     method: str
     seed: SeedKey
@@ -28,13 +28,13 @@ class Replicate:
     pruning_aware_part: Cell
     cumulative_steps: Cell          # through this round (the final ticket: through the last round)
     search_acc: Cell
-    search_train_acc: Cell          # the round's final training accuracy (its last epoch)
     retrained_acc: Cell             # main_train.py on this round's ticket
-    retrained_train_acc: Cell       # ... its final training accuracy
-    reinit_train_acc: Cell          # ... the reinit control's
-    random_mask_train_acc: Cell     # ... the random-mask control's
     reinit_acc: Cell                # ... on its mask from a fresh initialisation
     random_mask_acc: Cell           # ... on a random mask of its per-layer counts
+    search_train_acc: Cell          # the round's final training accuracy (its last epoch)
+    retrained_train_acc: Cell       # ... the retrained ticket's
+    reinit_train_acc: Cell          # ... the reinit control's
+    random_mask_train_acc: Cell     # ... the random-mask control's
     epochs_run: Cell
     epochs_planned: Cell
     steps: Cell
@@ -44,13 +44,15 @@ class Replicate:
         return self.retrained_acc if name == "retrained" else self.search_acc
 
 
-def _mean_test_acc(runs: Sequence[Run]) -> Cell:
-    return mean(run.rounds[-1].test_acc_at_best_val for run in runs) if runs else None
-
-
-def _mean_train_acc(runs: Sequence[Run]) -> Cell:
-    values = [run.rounds[-1].final_train_acc for run in runs if run.rounds[-1].final_train_acc is not None]
+def _mean_of_last_rounds(runs: Sequence[Run], name: str) -> Cell:
+    values = [getattr(run.rounds[-1], name) for run in runs if getattr(run.rounds[-1], name) is not None]
     return mean(values) if values else None
+
+
+# What a Replicate copies from its search round; None for a round known only from a retraining
+# (getattr(None, name, None) is None).
+FROM_SEARCH_ROUND = ("train_examples", "forgetting_part", "pruning_aware_part", "epochs_run", "epochs_planned",
+                     "steps", "best_val_acc")
 
 
 def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
@@ -62,30 +64,23 @@ def replicates_of(group: Group, notes: List[str]) -> List[Replicate]:
         key: SeedKey = run.seed if run.seed is not None else run.path
         for number in sorted({r.round for r in run.rounds} | {number for number, _ in trains}):
             trained = run.round_result(number)
-            accs, train_accs = {}, {}
-            for role in (TICKET, REINIT, RANDOM_MASK):
+            retrained_accs: Dict[str, Cell] = {}
+            for role, column in ((TICKET, "retrained"), (REINIT, "reinit"), (RANDOM_MASK, "random_mask")):
                 same = trains.get((number, role), [])
                 if len(same) > 1:
                     notes.append(f"round {number} of {run.path} has {len(same)} {role} retraining runs "
                                  f"({', '.join(r.path for r in same)}); their test accuracies are averaged")
-                accs[role], train_accs[role] = _mean_test_acc(same), _mean_train_acc(same)
+                retrained_accs[f"{column}_acc"] = _mean_of_last_rounds(same, "test_acc_at_best_val")
+                retrained_accs[f"{column}_train_acc"] = _mean_of_last_rounds(same, "final_train_acc")
             retrained = [train for (n, _), runs in trains.items() if n == number for train in runs]
             density = trained.remaining_weights if trained else retrained[0].rounds[-1].remaining_weights
             through = [r for r in run.rounds if r.round <= number]
             found.append(Replicate(
                 method=run.method, seed=key, run=run.path, round=number, remaining_weights=density,
-                train_examples=trained.train_examples if trained else None,
-                forgetting_part=trained.forgetting_part if trained else None,
-                pruning_aware_part=trained.pruning_aware_part if trained else None,
                 cumulative_steps=float(through[-1].cumulative_steps) if through else None,
-                search_acc=trained.test_acc_at_best_val if trained else None,
-                search_train_acc=trained.final_train_acc if trained else None, retrained_acc=accs[TICKET],
-                retrained_train_acc=train_accs[TICKET], reinit_train_acc=train_accs[REINIT],
-                random_mask_train_acc=train_accs[RANDOM_MASK],
-                reinit_acc=accs[REINIT], random_mask_acc=accs[RANDOM_MASK],
-                epochs_run=trained.epochs_run if trained else None,
-                epochs_planned=trained.epochs_planned if trained else None,
-                steps=trained.steps if trained else None, best_val_acc=trained.best_val_acc if trained else None))
+                search_acc=getattr(trained, "test_acc_at_best_val", None),
+                search_train_acc=getattr(trained, "final_train_acc", None),
+                **{name: getattr(trained, name, None) for name in FROM_SEARCH_ROUND}, **retrained_accs))
     return found
 
 
@@ -96,8 +91,12 @@ def method_order(method: str) -> Tuple[int, str]:
     return rank, method
 
 
-def _cells(replicates: Sequence[Replicate], method: str, number: int) -> List[Replicate]:
-    return [r for r in replicates if r.method == method and r.round == number]
+def _cells(replicates: Sequence[Replicate], keep: Callable[[Replicate], bool] = lambda r: True
+           ) -> List[Tuple[str, int, List[Replicate]]]:
+    """(method, round, its replicates) per method and round that a replicate passing ``keep`` has, in order."""
+    keys = sorted({(r.method, r.round) for r in replicates if keep(r)}, key=lambda k: (method_order(k[0]), k[1]))
+    return [(method, number, [r for r in replicates if r.method == method and r.round == number])
+            for method, number in keys]
 
 
 AGGREGATE_FIELDS = ("retrained_acc", "search_acc", "cumulative_steps", "train_examples",
@@ -107,10 +106,8 @@ AGGREGATE_FIELDS = ("retrained_acc", "search_acc", "cumulative_steps", "train_ex
 def aggregate(replicates: Sequence[Replicate]) -> List[Dict[str, Any]]:
     """One row per method and round: n runs, mean remaining weights, and n / mean / std of
     each of :data:`AGGREGATE_FIELDS` over the runs that have it."""
-    keys = sorted({(r.method, r.round) for r in replicates}, key=lambda k: (method_order(k[0]), k[1]))
     rows = []
-    for method, number in keys:
-        cell = _cells(replicates, method, number)
+    for method, number, cell in _cells(replicates):
         row: Dict[str, Any] = {"method": method, "round": number, "runs": len(cell),
                                "remaining_weights": mean(r.remaining_weights for r in cell)}
         for name in AGGREGATE_FIELDS:
@@ -209,10 +206,7 @@ class ControlRow:
 def controls(replicates: Sequence[Replicate]) -> List[ControlRow]:
     """Every method and round that has a control run."""
     rows = []
-    for method, number in sorted({(r.method, r.round) for r in replicates
-                                  if r.reinit_acc is not None or r.random_mask_acc is not None},
-                                 key=lambda k: (method_order(k[0]), k[1])):
-        cell = _cells(replicates, method, number)
+    for method, number, cell in _cells(replicates, lambda r: r.reinit_acc is not None or r.random_mask_acc is not None):
         ticket = by_seed(cell, lambda r: r.retrained_acc)
         reinit, random_mask = by_seed(cell, lambda r: r.reinit_acc), by_seed(cell, lambda r: r.random_mask_acc)
         rows.append(ControlRow(method, number, mean(r.remaining_weights for r in cell),
@@ -225,8 +219,8 @@ def controls(replicates: Sequence[Replicate]) -> List[ControlRow]:
 
 def set_size_line(replicates: Sequence[Replicate], method: str) -> Optional[str]:
     """The range of a method's later rounds' mean training-set sizes against round 0's."""
-    sizes = {number: mean(values) for number in sorted({r.round for r in replicates if r.method == method})
-             if (values := [r.train_examples for r in _cells(replicates, method, number) if r.train_examples])}
+    sizes = {number: mean(values) for name, number, cell in _cells(replicates) if name == method
+             if (values := [r.train_examples for r in cell if r.train_examples])}
     full, later = sizes.get(0), [size for number, size in sizes.items() if number > 0]
     if not full or not later or all(size == full for size in later):
         return None
@@ -283,10 +277,7 @@ AGGREGATE_COLUMNS = (["method", "round", "remaining_weights", "runs"]
 VERDICT_COLUMNS = ["method", "reference", "round", "remaining_weights", "metric", "paired", "n", "n_reference",
                    "difference_mean", "ci95_low", "ci95_high", "steps_percent_mean", "steps_percent_std",
                    "steps_percent_n", "setting"]
-RUNS_COLUMNS = ["method", "seed", "run", "round", "remaining_weights", "train_examples", "forgetting_part",
-                "pruning_aware_part", "cumulative_steps", "search_acc", "retrained_acc", "reinit_acc",
-                "random_mask_acc", "search_train_acc", "retrained_train_acc", "reinit_train_acc",
-                "random_mask_train_acc", "epochs_run", "epochs_planned", "steps", "best_val_acc", "setting"]
+RUNS_COLUMNS = [field.name for field in fields(Replicate)] + ["setting"]
 CONTROLS_COLUMNS = (["method", "round", "remaining_weights"]
                     + [f"{arm}_{part}" for arm in ("ticket", "reinit", "random_mask") for part in ("n", "mean", "std")]
                     + [f"{versus}_{part}" for versus in ("ticket_minus_reinit", "ticket_minus_random_mask")
@@ -313,9 +304,7 @@ def control_record(row: ControlRow) -> Dict[str, Any]:
 
 
 def replicate_record(replicate: Replicate) -> Dict[str, Any]:
-    record = {name: getattr(replicate, name) for name in RUNS_COLUMNS if hasattr(replicate, name)}
-    record["seed"] = None if isinstance(replicate.seed, str) else replicate.seed
-    return record
+    return {**asdict(replicate), "seed": None if isinstance(replicate.seed, str) else replicate.seed}
 
 
 def write_csv(path: str, columns: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
