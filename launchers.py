@@ -39,6 +39,8 @@ SLURM_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HO
                 "SUSPENDED", "STOPPED"}
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
 POLL_S = 2.0  # how often --wait asks squeue
+REPO = os.path.dirname(os.path.abspath(__file__))  # the runs' working folder
+Command = Callable[[Any, str, bool, int], List[str]]  # (job, python, resume, processes) -> argv
 
 
 @dataclass
@@ -59,10 +61,6 @@ class Task:
     def log(self) -> str:
         return self.path("logs", ".log")
 
-    @property
-    def record_path(self) -> str:
-        return self.path("jobs", ".json")
-
 
 @dataclass
 class RunState:
@@ -76,17 +74,12 @@ def tasks_of(sweeps: Sequence[Any], grid: bool) -> List[Task]:
             for sweep in sweeps for job in sweep.jobs]
 
 
-def dependencies(job: Any) -> List[str]:
-    """The names of the jobs ``job`` runs after (``after`` is one name, several, or None)."""
-    after = job.after
-    if after is None:
-        return []
-    return [after] if isinstance(after, str) else list(after)
-
-
 def dependency_tasks(task: Task, tasks: Sequence[Task]) -> List[Task]:
+    """The tasks ``task`` runs after (its job's ``after`` is one name, several, or None)."""
+    after = task.job.after
+    names = [] if after is None else [after] if isinstance(after, str) else list(after)
     by_key = {other.key: other for other in tasks}
-    return [by_key[(task.sweep.out, name)] for name in dependencies(task.job)]
+    return [by_key[(task.sweep.out, name)] for name in names]
 
 
 def in_dependency_order(tasks: Sequence[Task]) -> List[Task]:
@@ -109,23 +102,24 @@ def in_dependency_order(tasks: Sequence[Task]) -> List[Task]:
 
 def missing_input(task: Task, tasks: Sequence[Task]) -> Optional[str]:
     """Why ``task`` cannot run although its dependencies finished (a ticket they did not write)."""
-    needs = getattr(task.job, "needs_file", None)
-    if needs and os.path.exists(task.sweep.path("done", dependencies(task.job)[0])) and not os.path.exists(needs):
-        return f"{dependencies(task.job)[0]} finished without writing {needs}"
+    needs = task.job.needs_file
+    source = dependency_tasks(task, tasks)[0] if needs else None
+    if source and os.path.exists(source.path("done")) and not os.path.exists(needs):
+        return f"{source.job.name} finished without writing {needs}"
     return None
 
 
 def read_record(task: Task) -> Optional[Dict[str, Any]]:
     try:
-        with open(task.record_path) as handle:
+        with open(task.path("jobs", ".json")) as handle:
             return json.load(handle)
     except (OSError, ValueError):
         return None
 
 
 def write_record(task: Task, record: Dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(task.record_path), exist_ok=True)
-    atomic_write(task.record_path, lambda handle: json.dump(record, handle), mode="w")
+    os.makedirs(task.sweep.path("jobs"), exist_ok=True)
+    atomic_write(task.path("jobs", ".json"), lambda handle: json.dump(record, handle), mode="w")
 
 
 def mark_done(task: Task) -> None:
@@ -152,12 +146,8 @@ def scheduler_states(job_ids: Iterable[str]) -> Dict[str, Tuple[str, str]]:
             return {}
         raise UserError(f"squeue failed: {first_line(result.stderr)}; is the SLURM controller up "
                         "(.ci/slurm.sh start starts a local one)?")
-    states = {}
-    for line in result.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 3 and parts[0] in wanted:
-            states[parts[0]] = (parts[1], parts[2])
-    return states
+    rows = [line.strip().split("|") for line in result.stdout.splitlines()]
+    return {row[0]: (row[1], row[2]) for row in rows if len(row) == 3 and row[0] in wanted}
 
 
 def first_line(text: str) -> str:
@@ -194,41 +184,19 @@ def states_of(tasks: Sequence[Task]) -> Dict[Tuple[str, str], RunState]:
     """Every task's state. SLURM is asked first and the done markers read after, so a job that
     ends in between is seen as done (the batch script writes the marker before it exits)."""
     records = {task.key: read_record(task) for task in tasks}
-    slurm_ids = [str(record["job_id"]) for record in records.values()
-                 if record and record.get("launcher") == "slurm"]
-    scheduler = scheduler_states(slurm_ids)
-    states = {}
-    for task in tasks:
-        record = records[task.key]
-        if os.path.exists(task.path("done")):
-            states[task.key] = RunState(DONE)
-        elif record is None:
-            states[task.key] = RunState(NOT_STARTED)
-        elif record.get("launcher") == "slurm":
-            states[task.key] = slurm_state(task, str(record["job_id"]), scheduler)
-        else:
-            states[task.key] = local_state(task, record)
-    return states
+    scheduler = scheduler_states(str(record["job_id"]) for record in records.values()
+                                 if record and record.get("launcher") == "slurm")
+    return {task.key: state_of(task, records[task.key], scheduler) for task in tasks}
 
 
-def slurm_state(task: Task, job_id: str, scheduler: Dict[str, Tuple[str, str]]) -> RunState:
-    state, reason = scheduler.get(job_id, ("", ""))
-    if state in SLURM_QUEUED:
-        return RunState(QUEUED, f"slurm job {job_id}" + (f" ({reason})" if reason and reason != "None" else ""),
-                        job_id)
-    if state in SLURM_RUNNING:
-        return RunState(RUNNING, f"slurm job {job_id}", job_id)
-    ended = read_exit(task)
-    if ended and ended[0] == job_id and ended[1] != 0:
-        why = f"exit code {ended[1]}"
-    elif state and state != "COMPLETED":
-        why = state + (f" ({reason})" if reason and reason != "None" else "")
-    else:
-        why = "ended unfinished (cancelled, timed out or its node lost)"
-    return RunState(FAILED, f"slurm job {job_id}: {why}; log {task.log}")
-
-
-def local_state(task: Task, record: Dict[str, Any]) -> RunState:
+def state_of(task: Task, record: Optional[Dict[str, Any]], scheduler: Dict[str, Tuple[str, str]]) -> RunState:
+    if os.path.exists(task.path("done")):
+        return RunState(DONE)
+    if record is None:
+        return RunState(NOT_STARTED)
+    if record.get("launcher") == "slurm":
+        return slurm_state(task, str(record["job_id"]), scheduler)
+    # a child process of a local sweep
     if "exit_code" in record:
         code = record["exit_code"]
         why = f"stopped by signal {-code} with its sweep" if code < 0 else f"exit code {code}"
@@ -238,12 +206,28 @@ def local_state(task: Task, record: Dict[str, Any]) -> RunState:
     return RunState(RUNNING, f"pid {record.get('pid')} on {record.get('host')}")
 
 
+def slurm_state(task: Task, job_id: str, scheduler: Dict[str, Tuple[str, str]]) -> RunState:
+    state, reason = scheduler.get(job_id, ("", ""))
+    reason = f" ({reason})" if reason and reason != "None" else ""
+    if state in SLURM_QUEUED:
+        return RunState(QUEUED, f"slurm job {job_id}{reason}", job_id)
+    if state in SLURM_RUNNING:
+        return RunState(RUNNING, f"slurm job {job_id}", job_id)
+    ended = read_exit(task)
+    if ended and ended[0] == job_id and ended[1] != 0:
+        why = f"exit code {ended[1]}"
+    elif state and state != "COMPLETED":
+        why = state + reason
+    else:
+        why = "ended unfinished (cancelled, timed out or its node lost)"
+    return RunState(FAILED, f"slurm job {job_id}: {why}; log {task.log}")
+
+
 def status_table(tasks: Sequence[Task], states: Dict[Tuple[str, str], RunState]) -> str:
     width = max([len("run"), *(len(task.label) for task in tasks)])
     lines = [f"{'run':<{width}}  {'state':<11}  detail"]
-    for task in tasks:
-        state = states[task.key]
-        lines.append(f"{task.label:<{width}}  {state.state:<11}  {state.detail}".rstrip())
+    lines += [f"{task.label:<{width}}  {states[task.key].state:<11}  {states[task.key].detail}".rstrip()
+              for task in tasks]
     counts = [f"{sum(s.state == name for s in states.values())} {name}"
               for name in (DONE, RUNNING, QUEUED, FAILED, NOT_STARTED)]
     lines.append(f"{len(tasks)} runs: " + ", ".join(counts))
@@ -258,22 +242,21 @@ def refuse_active(tasks: Sequence[Task], states: Dict[Tuple[str, str], RunState]
                         "then relaunch")
 
 
-def stamp() -> str:
-    return time.strftime("%H:%M:%S")
+def say(text: str) -> None:
+    """One line of the sweep's progress, stamped with the time."""
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
 
 # ============================================================================ local
 class LocalLauncher:
     """Runs the jobs ``parallel`` at a time as child processes, each after its dependencies."""
 
-    def __init__(self, tasks: Sequence[Task], parallel: int, cuda: bool, python: str,
-                 command: Callable[[Any, str, bool, int], List[str]], processes: int = 1):
-        self.tasks, self.parallel, self.cuda, self.python = list(tasks), parallel, cuda, python
-        self.command = command  # (job, python, resume, processes) -> argv
+    def __init__(self, tasks: Sequence[Task], parallel: int, cuda: bool, python: str, command: Command,
+                 processes: int = 1):
+        self.tasks, self.parallel, self.cuda, self.python, self.command = list(tasks), parallel, cuda, python, command
         self.processes = processes  # per run, through torchrun
-        cores = os.cpu_count() or 1
         # Split the cores: two 2-thread processes on 2 cores run ~17x slower than one.
-        self.threads = max(1, cores // (parallel * processes))
+        self.threads = max(1, (os.cpu_count() or 1) // (parallel * processes))
         self.gpus = 0
         if cuda:
             import torch
@@ -282,7 +265,7 @@ class LocalLauncher:
 
     def environment(self, slot: int) -> Dict[str, str]:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        if self.cuda and self.gpus:
+        if self.gpus:
             # one GPU per process, round robin (a torchrun job gets --nproc_per_node of them)
             first = slot * self.processes
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str((first + k) % self.gpus) for k in range(self.processes))
@@ -292,50 +275,42 @@ class LocalLauncher:
         resume = RunPaths(task.job.save_dir).newest_checkpoint() is not None
         command = self.command(task.job, self.python, resume, self.processes)
         os.makedirs(os.path.dirname(task.log), exist_ok=True)
-        log = open(task.log, "a")
-        log.write(f"$ {shlex.join(command)}\n")
-        log.flush()
-        print(f"{stamp()} start {task.label}{' (resuming)' if resume else ''}", flush=True)
-        cwd = os.path.dirname(os.path.abspath(__file__))
-        process = subprocess.Popen(command, cwd=cwd, env=self.environment(slot), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(task.log, "a") as log:
+            log.write(f"$ {shlex.join(command)}\n")
+            log.flush()
+            say(f"start {task.label}{' (resuming)' if resume else ''}")
+            process = subprocess.Popen(command, cwd=REPO, env=self.environment(slot), stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
         write_record(task, {"launcher": "local", "host": socket.gethostname(), "pid": process.pid,
                             "sweep_pid": os.getpid(), "started": time.time()})
         return process
 
     def finish(self, task: Task, code: int) -> None:
-        record = dict(read_record(task) or {}, exit_code=code)
-        write_record(task, record)
+        write_record(task, dict(read_record(task) or {}, exit_code=code))
         if code == 0:
             mark_done(task)
-            print(f"{stamp()} done  {task.label}", flush=True)
+            say(f"done  {task.label}")
         else:
             self.failed[task.label] = f"exit code {code}; see {task.log}"
-            print(f"{stamp()} FAILED {task.label}: {self.failed[task.label]}", flush=True)
+            say(f"FAILED {task.label}: {self.failed[task.label]}")
 
     def blocked_reason(self, task: Task) -> Optional[str]:
-        for dependency in dependency_tasks(task, self.tasks):
-            if dependency.label in self.failed:
-                return f"{dependency.job.name} failed"
-        return missing_input(task, self.tasks)
+        failed = [dep.job.name for dep in dependency_tasks(task, self.tasks) if dep.label in self.failed]
+        return f"{failed[0]} failed" if failed else missing_input(task, self.tasks)
 
     def run(self) -> None:
         states = states_of(self.tasks)
         refuse_active(self.tasks, states)
         pending = [task for task in self.tasks if states[task.key].state != DONE]
-        skipped = len(self.tasks) - len(pending)
-        if skipped:
-            print(f"{skipped} of {len(self.tasks)} runs already finished; skipping them")
+        if len(pending) < len(self.tasks):
+            print(f"{len(self.tasks) - len(pending)} of {len(self.tasks)} runs already finished; skipping them")
         running: Dict[int, Tuple[Task, subprocess.Popen]] = {}  # slot -> (task, process)
         try:
             while pending or running:
                 for slot, (task, process) in list(running.items()):
-                    code = process.poll()
-                    if code is None:
-                        continue
-                    del running[slot]
-                    self.finish(task, code)
+                    if process.poll() is not None:
+                        del running[slot]
+                        self.finish(task, process.returncode)
                 for task in list(pending):
                     reason = self.blocked_reason(task)
                     if reason:
@@ -373,9 +348,6 @@ class SlurmOptions:
     sbatch_lines: Sequence[str] = ()  # more #SBATCH lines, e.g. --account=abc, --qos=high
     wait: bool = False
 
-    def cpus(self, processes: int) -> int:
-        return self.cpus_per_run if self.cpus_per_run is not None else processes
-
 
 def sbatch_line(text: str) -> str:
     """``--account=abc`` or ``account=abc`` -> ``--account=abc``; ``-A abc`` stays as given."""
@@ -397,8 +369,7 @@ class SlurmLauncher:
     """Submits every unfinished run as one SLURM job (``sbatch``), after the jobs it depends on
     (``--dependency=afterok``), never twice while one is queued or running."""
 
-    def __init__(self, tasks: Sequence[Task], options: SlurmOptions, python: str,
-                 command: Callable[[Any, str, bool, int], List[str]], processes: int = 1):
+    def __init__(self, tasks: Sequence[Task], options: SlurmOptions, python: str, command: Command, processes: int = 1):
         self.tasks, self.options, self.python, self.command = list(tasks), options, python, command
         self.processes = processes
         self.failed: Dict[str, str] = {}
@@ -406,26 +377,20 @@ class SlurmLauncher:
 
     def batch_script(self, task: Task) -> str:
         options = self.options
-        cpus = options.cpus(self.processes)
+        cpus = self.processes if options.cpus_per_run is None else options.cpus_per_run
         threads = max(1, cpus // self.processes)
         lines = ["#!/bin/bash", f"#SBATCH --job-name={task.label}", f"#SBATCH --output={task.log}",
                  "#SBATCH --open-mode=append", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
                  f"#SBATCH --cpus-per-task={cpus}"]
-        if options.partition:
-            lines.append(f"#SBATCH --partition={options.partition}")
-        if options.time:
-            lines.append(f"#SBATCH --time={options.time}")
-        if options.mem:
-            lines.append(f"#SBATCH --mem={options.mem}")
-        if options.gpus_per_run:
-            lines.append(f"#SBATCH --gres=gpu:{options.gpus_per_run}")
+        asked = {"partition": options.partition, "time": options.time, "mem": options.mem,
+                 "gres": f"gpu:{options.gpus_per_run}" if options.gpus_per_run else None}
+        lines += [f"#SBATCH --{name}={value}" for name, value in asked.items() if value]
         lines += [f"#SBATCH {sbatch_line(line)}" for line in options.sbatch_lines]
         command = shlex.join(self.command(task.job, self.python, False, self.processes))
-        done, exit_file = task.path("done"), task.path("jobs", ".exit")
-        repo = os.path.dirname(os.path.abspath(__file__))
+        done, exit_file = shlex.quote(task.path("done")), shlex.quote(task.path("jobs", ".exit"))
         lines += [
             f"# {task.label}: written by sweep.py --launcher slurm; relaunching the sweep resubmits it when it fails.",
-            f"cd {shlex.quote(repo)}",
+            f"cd {shlex.quote(REPO)}",
             f"export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}",
             "# A run with a checkpoint resumes from its newest one (after a scancel, time limit or requeue).",
             "resume=",
@@ -434,11 +399,9 @@ class SlurmLauncher:
             'echo "# slurm job $SLURM_JOB_ID on $(hostname), $(date -u +%FT%TZ)"',
             f"{command} $resume",
             "code=$?",
-            f"if [ $code -eq 0 ]; then mkdir -p {shlex.quote(os.path.dirname(done))} && "
-            f"echo ok > {shlex.quote(done)}.$SLURM_JOB_ID && mv -f {shlex.quote(done)}.$SLURM_JOB_ID "
-            f"{shlex.quote(done)}; fi",
-            f'echo "$SLURM_JOB_ID $code" > {shlex.quote(exit_file)}.$SLURM_JOB_ID && '
-            f"mv -f {shlex.quote(exit_file)}.$SLURM_JOB_ID {shlex.quote(exit_file)}",
+            f"if [ $code -eq 0 ]; then mkdir -p {shlex.quote(os.path.dirname(task.path('done')))} && "
+            f"echo ok > {done}.$SLURM_JOB_ID && mv -f {done}.$SLURM_JOB_ID {done}; fi",
+            f'echo "$SLURM_JOB_ID $code" > {exit_file}.$SLURM_JOB_ID && mv -f {exit_file}.$SLURM_JOB_ID {exit_file}',
             "exit $code",
         ]
         return "\n".join(lines) + "\n"
@@ -482,28 +445,23 @@ class SlurmLauncher:
                 kept += 1
                 job_ids[task.key] = state.job_id
                 continue
-            blocked, after = None, []
-            for dependency in dependency_tasks(task, self.tasks):
-                if dependency.key in job_ids:
-                    after.append(job_ids[dependency.key])
-                elif states[dependency.key].state != DONE:
-                    blocked = f"{dependency.job.name} was not submitted"
-            blocked = blocked or missing_input(task, self.tasks)
+            dependencies = dependency_tasks(task, self.tasks)
+            after = [job_ids[dep.key] for dep in dependencies if dep.key in job_ids]
+            unsubmitted = [dep.job.name for dep in dependencies
+                           if dep.key not in job_ids and states[dep.key].state != DONE]
+            blocked = f"{unsubmitted[-1]} was not submitted" if unsubmitted else missing_input(task, self.tasks)
             if blocked:
                 self.failed[task.label] = f"not submitted: {blocked}"
                 continue
             if state.state == FAILED:
-                print(f"{stamp()} resubmit {task.label} (it failed: {state.detail})", flush=True)
-            job_ids[task.key] = self.submit(task, after)
+                say(f"resubmit {task.label} (it failed: {state.detail})")
+            job_id = job_ids[task.key] = self.submit(task, after)
             self.submitted.append(task.label)
-            states[task.key] = RunState(QUEUED, f"slurm job {job_ids[task.key]}", job_ids[task.key])
-            print(f"{stamp()} submitted {task.label}: slurm job {job_ids[task.key]}"
-                  + (f" after {','.join(after)}" if after else ""), flush=True)
+            states[task.key] = RunState(QUEUED, f"slurm job {job_id}", job_id)
+            say(f"submitted {task.label}: slurm job {job_id}" + (f" after {','.join(after)}" if after else ""))
         print(f"{len(self.submitted)} runs submitted, {kept} already queued or running, {finished} finished",
               flush=True)
-        if self.options.wait:
-            states = self.follow(states)
-        return states
+        return self.follow(states) if self.options.wait else states
 
     def follow(self, states: Dict[Tuple[str, str], RunState]) -> Dict[Tuple[str, str], RunState]:
         """Waits until no run is queued or running, printing each change of state."""
@@ -516,11 +474,9 @@ class SlurmLauncher:
                 sys.exit(130)
             now = states_of(self.tasks)
             for task in self.tasks:
-                before, after = states[task.key], now[task.key]
-                if after.state != before.state:
-                    if after.state == FAILED:
-                        print(f"{stamp()} FAILED {task.label}: {after.detail}", flush=True)
-                    else:
-                        print(f"{stamp()} {after.state:<7} {task.label}", flush=True)
+                seen = now[task.key]
+                if seen.state != states[task.key].state:
+                    say(f"FAILED {task.label}: {seen.detail}" if seen.state == FAILED
+                        else f"{seen.state:<7} {task.label}")
             states = now
         return states

@@ -34,7 +34,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import cli
 import launchers
@@ -45,15 +45,12 @@ from utils import UserError, run_cli
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = {"imp": cli.IMP, "search": cli.SEARCH, "retrain": cli.RETRAIN}
-PARSERS = {script: functools.partial(cli.build_parser, script) for script in cli.ALL_SCRIPTS}
-RETRAIN_CHOICES = ("final", "all", "none")
 # Controls retrained beside each ticket (open_lth's lottery branches), as main_train.py flags:
 # reinit: the ticket's mask from a fresh seeded initialisation (--mask_dir alone);
 # random_mask: the ticket's weights under a seeded random mask of its per-layer counts.
 CONTROLS = {"reinit": ["--mask_dir"], "random_mask": ["--init_dir", "--mask_dir", "--random_mask"]}
 # In a sweep, random draws each round as many examples as this method's run of the same seed.
 SIZE_SOURCE = {"random": "prac"}
-LAUNCHERS = ("local", "slurm")
 SETTING_INFO = "setting.json"  # in each grid setting's folder: its values and its full flags
 # Several small runs share a GPU well (they are launch-bound); not yet measured on a GPU.
 CUDA_JOBS_PER_GPU = 2
@@ -108,11 +105,9 @@ def parse_seeds(text: str) -> List[int]:
 
 
 def script_for(method: str) -> str:
-    if method == "imp":
-        return SCRIPTS["imp"]
-    if method in SELECTION_RULES:
-        return SCRIPTS["search"]
-    raise UserError(f"unknown method {method!r}; choose imp or a selection rule: {', '.join(SELECTION_RULES)}")
+    if method != "imp" and method not in SELECTION_RULES:
+        raise UserError(f"unknown method {method!r}; choose imp or a selection rule: {', '.join(SELECTION_RULES)}")
+    return SCRIPTS["imp" if method == "imp" else "search"]
 
 
 def split_flags(flags: Sequence[str]) -> List[List[str]]:
@@ -134,7 +129,7 @@ def flag_name(group: Sequence[str]) -> str:
 
 @functools.lru_cache(maxsize=None)
 def option_names(script: str) -> frozenset:
-    return frozenset(PARSERS[script]()._option_string_actions)
+    return frozenset(cli.build_parser(script)._option_string_actions)
 
 
 def flags_for(script: str, flags: Sequence[str]) -> List[str]:
@@ -155,22 +150,17 @@ def check_flags(methods: Sequence[str], flags: Sequence[str]) -> None:
         raise UserError("give --lr after --: main_imp.py defaults to 0.01 and main_PrAC_imp.py to 0.1 "
                         "(the published defaults), so the methods would not train alike")
     for script in sorted(scripts):
-        parser = PARSERS[script]()
-        argv = flags_for(script, flags) + ["--save_dir", "x", "--seed", "0"]
         # parse_args reports a bad value on stderr and exits; turn that into one line here.
-        parser.error = lambda message, script=script: _raise(f"{script}: {message}")  # type: ignore[assignment]
-        parser.parse_args(argv)
-
-
-def _raise(message: str) -> None:
-    raise UserError(message)
+        def error(message: str, script: str = script) -> NoReturn:
+            raise UserError(f"{script}: {message}")
+        parser = cli.build_parser(script)
+        parser.error = error  # type: ignore[assignment]
+        parser.parse_args(flags_for(script, flags) + ["--save_dir", "x", "--seed", "0"])
 
 
 def parse_controls(text: str) -> List[str]:
     """'reinit,random_mask' -> the controls; empty text means none."""
-    if not text.strip():
-        return []
-    controls = parse_list(text, "controls")
+    controls = parse_list(text, "controls") if text.strip() else []
     unknown = [c for c in controls if c not in CONTROLS]
     if unknown:
         raise UserError(f"unknown control {unknown[0]!r} in --controls; choose from {', '.join(CONTROLS)}")
@@ -186,6 +176,9 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
                             "to --methods")
     if sweep.controls and sweep.retrain == "none":
         raise UserError("--controls are retrained beside each ticket: they need --retrain final or all")
+    retrain_flags = flags_for(SCRIPTS["retrain"], sweep.flags)
+    # main_train.py's flags that take a ticket: its own (its weights under its mask), then each control's
+    retrained = {"retrain": ["--init_dir", "--mask_dir"], **{control: CONTROLS[control] for control in sweep.controls}}
     jobs: List[Job] = []
     for seed in sweep.seeds:
         for method in sweep.methods:
@@ -193,11 +186,10 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
             name = f"{method}-seed{seed}"
             save_dir = sweep.path("runs", name)
             argv = flags_for(script, sweep.flags) + ["--seed", str(seed), "--save_dir", save_dir]
-            after = None
             if method != "imp":  # every other method is main_PrAC_imp.py's rule of that name
                 argv += ["--select", method]
-            if method in SIZE_SOURCE:
-                after = f"{SIZE_SOURCE[method]}-seed{seed}"
+            after = f"{SIZE_SOURCE[method]}-seed{seed}" if method in SIZE_SOURCE else None
+            if after:
                 argv += ["--match_sizes", sweep.path("runs", after)]
             jobs.append(Job(name, script, argv, save_dir, after=after))
             if sweep.retrain == "none":
@@ -206,26 +198,19 @@ def plan_jobs(sweep: Sweep, pruning_times: int) -> List[Job]:
             for ticket in tickets:
                 ticket_file = os.path.join(save_dir, "final_ticket.pth.tar" if ticket == "final"
                                            else f"{ticket}checkpoint.pth.tar")
-                retrain_dir = sweep.path("retrain", f"{name}-{ticket}")
-                retrain_argv = flags_for(SCRIPTS["retrain"], sweep.flags) + [
-                    "--seed", str(seed), "--save_dir", retrain_dir,
-                    "--init_dir", ticket_file, "--mask_dir", ticket_file]
-                jobs.append(Job(f"{name}-retrain-{ticket}", SCRIPTS["retrain"], retrain_argv, retrain_dir,
-                                after=name, needs_file=ticket_file))
-                for control in sweep.controls:
-                    control_dir = sweep.path("retrain", f"{name}-{ticket}-{control}")
-                    ticket_flags = [token for flag in CONTROLS[control]
+                for kind, given in retrained.items():
+                    retrain_dir = sweep.path("retrain", f"{name}-{ticket}" + ("" if kind == "retrain" else f"-{kind}"))
+                    ticket_flags = [token for flag in given
                                     for token in ([flag] if flag == "--random_mask" else [flag, ticket_file])]
-                    control_argv = flags_for(SCRIPTS["retrain"], sweep.flags) + [
-                        "--seed", str(seed), "--save_dir", control_dir, *ticket_flags]
-                    jobs.append(Job(f"{name}-{control}-{ticket}", SCRIPTS["retrain"], control_argv, control_dir,
-                                    after=name, needs_file=ticket_file))
+                    jobs.append(Job(f"{name}-{kind}-{ticket}", SCRIPTS["retrain"],
+                                    [*retrain_flags, "--seed", str(seed), "--save_dir", retrain_dir, *ticket_flags],
+                                    retrain_dir, after=name, needs_file=ticket_file))
     return jobs
 
 
 def search_settings(flags: Sequence[str]) -> argparse.Namespace:
     """The flags as main_imp.py reads them (--pruning_times, --device), defaults filled in."""
-    return PARSERS[cli.IMP]().parse_args(flags_for(cli.IMP, flags) + ["--save_dir", "x"])
+    return cli.build_parser(cli.IMP).parse_args(flags_for(cli.IMP, flags) + ["--save_dir", "x"])
 
 
 # ============================================================================ grids
@@ -249,7 +234,7 @@ def parse_grid(items: Sequence[str], flags: Sequence[str]) -> List[Tuple[str, Li
         parsed = [value.strip() for value in values.split(";" if ";" in values else ",") if value.strip()]
         if not parsed or len(set(parsed)) != len(parsed):
             raise UserError(f"--grid {item}: give distinct comma-separated values (e.g. {name[2:]}=0,1)")
-        actions = [PARSERS[script]()._option_string_actions.get(name) for script in PARSERS]
+        actions = [cli.build_parser(script)._option_string_actions.get(name) for script in cli.ALL_SCRIPTS]
         if any(action is not None and action.nargs == 0 for action in actions):
             raise UserError(f"--grid {item}: {name} is an on/off switch without a value; a grid varies values")
         grid.append((name, parsed))
@@ -273,19 +258,16 @@ def setting_flags(setting: Sequence[Tuple[str, str]]) -> List[str]:
 
 def sweeps_of(sweep: Sweep) -> List[Sweep]:
     """The sweep itself, or with a grid one Sweep per setting in its own folder; jobs planned."""
-    if not sweep.grid:
-        sweep.jobs = plan_jobs(sweep, search_settings(sweep.flags).pruning_times)
-        return [sweep]
-    settings = grid_settings(sweep.grid)
-    folders = [setting_folder(setting) for setting in settings]
-    if len(set(folders)) != len(folders):
-        raise UserError(f"two grid settings would share a folder name ({', '.join(folders)}); change the values")
-    parts = []
-    for setting, folder in zip(settings, folders):
-        part = Sweep(sweep.path(folder), sweep.methods, sweep.seeds, [*sweep.flags, *setting_flags(setting)],
-                     sweep.retrain, controls=sweep.controls)
+    parts = [sweep]
+    if sweep.grid:
+        settings = grid_settings(sweep.grid)
+        folders = [setting_folder(setting) for setting in settings]
+        if len(set(folders)) != len(folders):
+            raise UserError(f"two grid settings would share a folder name ({', '.join(folders)}); change the values")
+        parts = [Sweep(sweep.path(folder), sweep.methods, sweep.seeds, [*sweep.flags, *setting_flags(setting)],
+                       sweep.retrain, controls=sweep.controls) for setting, folder in zip(settings, folders)]
+    for part in parts:
         part.jobs = plan_jobs(part, search_settings(part.flags).pruning_times)
-        parts.append(part)
     return parts
 
 
@@ -336,18 +318,12 @@ def read_sweep_json(path: str) -> Dict:
         raise UserError(f"{path} cannot be read ({error}); move it away to start a new sweep there") from None
 
 
-def uses_cuda(device: str) -> bool:
+def local_gpus(device: str) -> int:
+    """The GPUs the local runs share: none with --device cpu or without CUDA."""
     if device == "cpu":
-        return False
+        return 0
     import torch
-    return torch.cuda.is_available()
-
-
-def default_jobs(cuda: bool) -> int:
-    if cuda:
-        import torch
-        return CUDA_JOBS_PER_GPU * torch.cuda.device_count()
-    return 1
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "separate values by ; when they hold a comma (\"decreasing_lr=91,136;60,90\")")
     parser.add_argument("--nproc_per_node", type=int, default=1, metavar="N",
                         help="run each script under torchrun with N processes (default 1: plain python)")
-    parser.add_argument("--retrain", choices=RETRAIN_CHOICES, default="final",
+    parser.add_argument("--retrain", choices=("final", "all", "none"), default="final",
                         help="which tickets main_train.py retrains: the final one (default), all, none")
     parser.add_argument("--controls", default="", metavar="C1,C2",
                         help=f"controls retrained beside each retrained ticket, comma-separated from "
@@ -378,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "see docs/controls.md (default: none)")
     parser.add_argument("--no_report", action="store_true", help="do not run report.py at the end")
     parser.add_argument("--dry_run", action="store_true", help="print the commands and exit")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
                         help="local: runs as child processes here (default); slurm: every run one SLURM job (sbatch)")
     local = parser.add_argument_group("--launcher local")
     local.add_argument("--jobs", type=int, default=None, metavar="N",
@@ -404,11 +380,10 @@ SLURM_ONLY = ("partition", "time", "cpus_per_run", "gpus_per_run", "mem", "sbatc
 
 def check_launcher_args(args: argparse.Namespace) -> None:
     defaults = build_parser().parse_args([])
-    if args.launcher == "local":
-        for name in SLURM_ONLY:
-            if getattr(args, name) != getattr(defaults, name):
-                raise UserError(f"--{name} is an option of --launcher slurm")
-    elif args.jobs is not None:
+    given = [name for name in SLURM_ONLY if getattr(args, name) != getattr(defaults, name)]
+    if args.launcher == "local" and given:
+        raise UserError(f"--{given[0]} is an option of --launcher slurm")
+    if args.launcher == "slurm" and args.jobs is not None:
         raise UserError("--jobs is an option of --launcher local: with slurm every run is its own job")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs {args.jobs} must be at least 1")
@@ -442,10 +417,8 @@ def write_report(sweep: Sweep) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags: List[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, flags = argv[:cut], argv[cut + 1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    argv, flags = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
     if args.status is not None:
         show_status(args.status)
@@ -474,22 +447,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     where = f"in {sweep.out}" + (f", {len(parts)} grid settings" if grid else "")
     runs = f"{len(sweep.methods)} methods x {len(sweep.seeds)} seeds, {len(tasks)} runs"
-    command = lambda job, python, resume, processes: job.command(python, resume, processes)
     if args.launcher == "local":
-        cuda = uses_cuda(search_settings(flags).device)
-        parallel = args.jobs or (max(1, default_jobs(cuda) // args.nproc_per_node) if cuda else 1)
+        gpus = local_gpus(search_settings(flags).device)
+        parallel = args.jobs or (max(1, CUDA_JOBS_PER_GPU * gpus // args.nproc_per_node) if gpus else 1)
         print(f"sweep: {runs}, {parallel} at a time, {where}", flush=True)
-        runner = launchers.LocalLauncher(tasks, parallel, cuda, sys.executable, command, args.nproc_per_node)
+        runner = launchers.LocalLauncher(tasks, parallel, gpus > 0, sys.executable, Job.command, args.nproc_per_node)
         runner.run()
         failed = dict(runner.failed)
-        finished = not failed
         if not args.no_report:
             write_report(sweep)
     else:
         options = launchers.SlurmOptions(args.partition, args.time, args.cpus_per_run, args.gpus_per_run, args.mem,
                                          args.sbatch, args.wait)
         print(f"sweep: {runs} as SLURM jobs, {where}", flush=True)
-        runner = launchers.SlurmLauncher(tasks, options, sys.executable, command, args.nproc_per_node)
+        runner = launchers.SlurmLauncher(tasks, options, sys.executable, Job.command, args.nproc_per_node)
         states = runner.run()
         failed = dict(runner.failed)
         failed.update({task.label: states[task.key].detail for task in tasks
