@@ -12,7 +12,8 @@ import gzip
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -97,8 +98,7 @@ class Data:
         return self.split[self.train_number:]
 
     def to(self, device: torch.device) -> "Data":
-        return Data(self.name, self.info, self.train.to(device), self.test.to(device),
-                    self.split, self.train_number, self.source, self.mode)
+        return replace(self, train=self.train.to(device), test=self.test.to(device))
 
 
 def train_number_for(train_size: int) -> int:
@@ -107,29 +107,22 @@ def train_number_for(train_size: int) -> int:
 
 
 # ----------------------------------------------------------------------------- split files
-def identity_split(train_size: int) -> np.ndarray:
-    return np.arange(train_size, dtype=np.int64)
-
-
 def load_npy(path: str, what: str) -> np.ndarray:
-    """``np.load`` without pickle: an object array (which would run code to load) is refused
-    with its own message."""
+    """``np.load`` without pickle: an object array (loading it could run code) is refused, with its own message."""
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        if "allow_pickle" in str(error):
+    except (ValueError, OSError) as error:
+        if isinstance(error, ValueError) and "allow_pickle" in str(error):
             raise UserError(f"{what} {path} holds Python objects (an object array), which are refused "
                             "because loading them can run code; save a plain integer array, e.g. "
                             "np.save(path, indices.astype(np.int64))") from None
-        raise UserError(f"{what} {path} is not a readable .npy array ({error})") from None
-    except OSError as error:
         raise UserError(f"{what} {path} is not a readable .npy array ({error})") from None
 
 
 def load_split(split_file: Optional[str], train_size: int, dataset: str) -> np.ndarray:
     """Loads and checks a split file: a permutation of ``range(train_size)``."""
     if split_file is None:
-        return identity_split(train_size)
+        return np.arange(train_size, dtype=np.int64)
     split = load_npy(split_file, "--split_file")
     if split.ndim != 1 or not np.issubdtype(split.dtype, np.integer):
         raise UserError(f"--split_file {split_file} must be a 1-D integer array, "
@@ -156,18 +149,15 @@ def shipped_split(name: str, train_size: int) -> np.ndarray:
             return load_split(path, train_size, name)
         LOG.info(f"split: identity order; the shipped {path} has {split.shape[0]} entries but this "
                  f"{name} train set has {train_size} images")
-    return identity_split(train_size)
+    return np.arange(train_size, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- loading
 def load_data(name: str, root: str, split_file: Optional[str] = None, download: bool = True, *,
               mode: str = "auto", image_size: Optional[int] = None, workers: int = 0) -> Data:
     """Reads ``name`` from ``root`` in its published layout (downloading when absent and
-    possible) and applies the split file.
-
-    ``mode`` (memory, stream, auto), ``image_size`` and ``workers`` concern the image trees
-    (imagenet, folder); the other data sets are always held in memory.
-    """
+    possible) and applies the split file. ``mode`` (memory, stream, auto), ``image_size`` and
+    ``workers`` concern the image trees (imagenet, folder); the others are always held in memory."""
     if name not in DATASETS:
         raise UserError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name in IMAGE_TREES:
@@ -175,10 +165,10 @@ def load_data(name: str, root: str, split_file: Optional[str] = None, download: 
     if mode == "stream":
         raise UserError(f"--data_mode stream reads trees of image files (--dataset {' or '.join(IMAGE_TREES)}); "
                         f"{name} is held in memory")
-    loaders: Dict[str, Callable[[str, bool], Tuple[ImageSet, ImageSet, str]]] = {
-        "cifar10": _read_cifar10, "cifar100": _read_cifar100,
+    readers: Dict[str, Callable[[str, bool], Tuple[ImageSet, ImageSet, str]]] = {
+        "cifar10": partial(_read_cifar, "cifar10"), "cifar100": partial(_read_cifar, "cifar100"),
         "tiny-imagenet": _read_tiny_imagenet, "fashionmnist": _read_fashion_mnist}
-    train, test, source = loaders[name](root, download)
+    train, test, source = readers[name](root, download)
     for part, images in (("train", train), ("test", test)):
         check_labels(images.labels, DATASETS[name].num_classes, f"{name} {part} set in {source}")
     split = load_split(split_file, len(train), name) if split_file else shipped_split(name, len(train))
@@ -187,13 +177,10 @@ def load_data(name: str, root: str, split_file: Optional[str] = None, download: 
 
 def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
     """Refuses labels outside ``0..num_classes-1`` (they would fail mid-training)."""
-    if labels.numel() == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        outside = int(((labels < 0) | (labels >= num_classes)).sum())
+    outside = int(((labels < 0) | (labels >= num_classes)).sum())
+    if outside:
         raise UserError(f"the {what} has labels outside 0..{num_classes - 1} ({outside} of {labels.numel()}, "
-                        f"from {low} to {high}); is it this data set, unmodified?")
+                        f"from {int(labels.min())} to {int(labels.max())}); is it this data set, unmodified?")
 
 
 def _download_with_torchvision(name: str, root: str) -> None:
@@ -215,19 +202,13 @@ def _download_with_torchvision(name: str, root: str) -> None:
 
 
 def _find_dir(root: str, folder: str, marker: str) -> Optional[str]:
-    """``root/folder`` or ``root`` itself, whichever holds ``marker``."""
-    for candidate in (os.path.join(root, folder), root):
-        if os.path.exists(os.path.join(candidate, marker)):
-            return candidate
-    return None
+    """``root/folder`` or ``root`` itself, whichever holds ``marker`` (the first; None if neither)."""
+    candidates = (os.path.join(root, folder), root)
+    return next((path for path in candidates if os.path.exists(os.path.join(path, marker))), None)
 
 
 class RefusedGlobal(pickle.UnpicklingError):
-    """A pickle asked for a class or function that CIFAR data never needs."""
-
-    def __init__(self, module: str, name: str):
-        super().__init__(f"{module}.{name}")
-        self.module, self.name = module, name
+    """A pickle asked for a class or function (``module.name``) that CIFAR data never needs."""
 
 
 _LATIN1_NAMES = ("latin1", "latin_1", "iso8859_1", "iso_8859_1", "l1")
@@ -261,7 +242,7 @@ class CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         allowed = _cifar_pickle_globals().get((module, name))
         if allowed is None:
-            raise RefusedGlobal(module, name)
+            raise RefusedGlobal(f"{module}.{name}")
         return allowed
 
 
@@ -270,11 +251,9 @@ def _unpickle(path: str) -> dict:
         with open(path, "rb") as handle:
             entry = CifarUnpickler(handle, encoding="latin1").load()
     except RefusedGlobal as refused:
-        raise UserError(f"{path} carries code or objects ({refused.module}.{refused.name}), not only CIFAR "
-                        "data; refused to load it. Replace it with the file from the published "
-                        "archive") from None
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
-            AttributeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} carries code or objects ({refused}), not only CIFAR data; refused to load it. "
+                        "Replace it with the file from the published archive") from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{path} is not a readable CIFAR batch ({reason[:160]})") from None
     if not isinstance(entry, dict):
@@ -291,8 +270,13 @@ def _cifar_images(entries: Sequence[dict], label_key: str, path: str) -> ImageSe
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
 
 
-def _load_cifar(root: str, download: bool, name: str, folder: str, train_files: List[str],
-                test_file: str, label_key: str) -> Tuple[ImageSet, ImageSet, str]:
+# The published archives: folder, train batch files, test batch file, label key.
+CIFAR_LAYOUTS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
+                 "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels")}
+
+
+def _read_cifar(name: str, root: str, download: bool) -> Tuple[ImageSet, ImageSet, str]:
+    folder, train_files, test_file, label_key = CIFAR_LAYOUTS[name]
     base = _find_dir(root, folder, test_file)
     if base is None and download:
         _download_with_torchvision(name, root)
@@ -308,21 +292,12 @@ def _load_cifar(root: str, download: bool, name: str, folder: str, train_files: 
     return train, test, base
 
 
-def _read_cifar10(root: str, download: bool) -> Tuple[ImageSet, ImageSet, str]:
-    return _load_cifar(root, download, "cifar10", "cifar-10-batches-py",
-                       [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels")
-
-
-def _read_cifar100(root: str, download: bool) -> Tuple[ImageSet, ImageSet, str]:
-    return _load_cifar(root, download, "cifar100", "cifar-100-python", ["train"], "test", "fine_labels")
-
-
 def load_cifar10(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    return _read_cifar10(root, download)[:2]
+    return _read_cifar("cifar10", root, download)[:2]
 
 
 def load_cifar100(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
-    return _read_cifar100(root, download)[:2]
+    return _read_cifar("cifar100", root, download)[:2]
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -360,23 +335,15 @@ def _idx_files_in(folder: str) -> Tuple[Dict[str, str], List[str]]:
     return found, missing
 
 
-def _find_idx_files(folder: str) -> Optional[dict]:
-    found, missing = _idx_files_in(folder)
-    return None if missing else found
-
-
 def _locate_fashion_mnist(root: str, download: bool, fallback: Optional[bool] = None) -> Tuple[Dict[str, str], str]:
-    """The idx files to read and their folder.
-
-    ``root`` itself (Debian's layout) or ``root/FashionMNIST/raw`` (torchvision's). Debian's
-    system copy and a download stand in only with ``fallback``, which by default holds for
-    the default ``--data`` alone: a folder the user named must hold the data set, so the
-    files read are the files named.
-    """
-    layouts = [root, os.path.join(root, "FashionMNIST", "raw")]
+    """The idx files to read and their folder, found as :func:`load_fashion_mnist` says.
+    ``fallback`` holds by default for the default ``--data`` alone: a folder the user named
+    must hold the data set, so the files read are the files named."""
+    torchvision_layout = os.path.join(root, "FashionMNIST", "raw")
+    layouts = [root, torchvision_layout]
     for folder in layouts:
-        files = _find_idx_files(folder)
-        if files is not None:
+        files, missing = _idx_files_in(folder)
+        if not missing:
             return files, folder
     if fallback is None:
         fallback = os.path.normpath(root) == os.path.normpath(DEFAULT_DATA_DIR)
@@ -385,62 +352,60 @@ def _locate_fashion_mnist(root: str, download: bool, fallback: Optional[bool] = 
             raise UserError(f"--data {root} does not exist; it should hold the fashionmnist files "
                             f"{', '.join(FASHION_FILES.values())} (.gz or not)")
         # name what is missing from the layout that holds most of the files
-        partial = max(layouts, key=lambda folder: len(_idx_files_in(folder)[0]))
-        missing = _idx_files_in(partial)[1]
-        raise UserError(f"--data {root} does not hold fashionmnist: {partial} lacks {', '.join(missing)} "
+        fullest = max(layouts, key=lambda folder: len(_idx_files_in(folder)[0]))
+        missing = _idx_files_in(fullest)[1]
+        raise UserError(f"--data {root} does not hold fashionmnist: {fullest} lacks {', '.join(missing)} "
                         "(.gz or not)")
-    files = _find_idx_files(FASHION_MNIST_SYSTEM_DIR)
-    if files is not None:
+    files, missing = _idx_files_in(FASHION_MNIST_SYSTEM_DIR)
+    if not missing:
         LOG.info(f"fashionmnist is not in --data {root}; reading Debian's copy in {FASHION_MNIST_SYSTEM_DIR}")
         return files, FASHION_MNIST_SYSTEM_DIR
     if download:
         _download_with_torchvision("fashionmnist", root)
-        folder = os.path.join(root, "FashionMNIST", "raw")
-        files = _find_idx_files(folder)
-        if files is not None:
-            return files, folder
+        files, missing = _idx_files_in(torchvision_layout)
+        if not missing:
+            return files, torchvision_layout
     raise UserError(f"fashionmnist not found in {root}: expected {', '.join(FASHION_FILES.values())} "
                     "(.gz or not); on Debian: apt-get install dataset-fashion-mnist")
 
 
-def _read_fashion_mnist(root: str, download: bool,
-                        fallback: Optional[bool] = None) -> Tuple[ImageSet, ImageSet, str]:
+def _read_fashion_mnist(root: str, download: bool, fallback: Optional[bool] = None) -> Tuple[ImageSet, ImageSet, str]:
     files, folder = _locate_fashion_mnist(root, download, fallback)
     sets = []
     for part in ("train", "test"):
-        images = _read_idx(files[f"{part}_images"])
-        labels = _read_idx(files[f"{part}_labels"])
+        images, labels = _read_idx(files[f"{part}_images"]), _read_idx(files[f"{part}_labels"])
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise UserError(f"fashionmnist {part} files disagree: images {images.shape}, labels {labels.shape}")
-        sets.append(ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
-                             torch.from_numpy(labels.astype(np.int64))))
+        sets.append(ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))))
     return sets[0], sets[1], folder
 
 
-def load_fashion_mnist(root: str, download: bool = True,
-                       fallback: Optional[bool] = None) -> Tuple[ImageSet, ImageSet]:
+def load_fashion_mnist(root: str, download: bool = True, fallback: Optional[bool] = None) -> Tuple[ImageSet, ImageSet]:
     """Idx files directly in ``root`` (Debian's layout) or in torchvision's
     ``root/FashionMNIST/raw``; with ``fallback`` (default: only when ``root`` is the default
     ``--data``), else Debian's system copy, else downloaded into ``root``."""
     return _read_fashion_mnist(root, download, fallback)[:2]
 
 
-def _decode_rgb(paths: Sequence[str], size: int) -> np.ndarray:
-    from PIL import Image
-
-    def decode(path: str) -> np.ndarray:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        if array.shape[:2] != (size, size):
-            raise UserError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected {size}x{size}")
-        return array
-
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+def _decode_all(paths: Sequence[str], size: int, decode: Callable[[str, int], np.ndarray]) -> torch.Tensor:
+    """uint8 N x 3 x size x size: ``decode(path, size)`` (3 x size x size) of every path."""
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     # PIL releases the GIL while decoding, so threads help here.
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        for i, array in enumerate(pool.map(decode, paths, chunksize=256)):
+        for i, array in enumerate(pool.map(lambda path: decode(path, size), paths)):
             out[i] = array
-    return out.transpose(0, 3, 1, 2).copy()
+    return torch.from_numpy(out)
+
+
+def _decode_exact(path: str, size: int) -> np.ndarray:
+    """An image that is size x size already (tiny-imagenet's), as uint8 3 x size x size."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if array.shape[:2] != (size, size):
+        raise UserError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected {size}x{size}")
+    return array.transpose(2, 0, 1)
 
 
 def load_tiny_imagenet(root: str, download: bool = True) -> Tuple[ImageSet, ImageSet]:
@@ -455,7 +420,7 @@ def _read_tiny_imagenet(root: str, download: bool) -> Tuple[ImageSet, ImageSet, 
         raise UserError(f"tiny-imagenet not found: expected {os.path.join(root, 'tiny-imagenet-200')}/ "
                         "with train/ and val/ as distributed (it cannot be downloaded automatically)")
     train_dir = os.path.join(base, "train")
-    wnids = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    wnids = _class_folders(train_dir)
     class_of = {wnid: i for i, wnid in enumerate(wnids)}
     train_paths, train_labels = [], []
     for wnid in wnids:
@@ -468,20 +433,17 @@ def _read_tiny_imagenet(root: str, download: bool) -> Tuple[ImageSet, ImageSet, 
     annotations = os.path.join(base, "val", "val_annotations.txt")
     if not os.path.exists(annotations):
         raise UserError(f"tiny-imagenet in {base} lacks val/val_annotations.txt (the layout as distributed)")
-    val_entries = []
     with open(annotations) as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) >= 2:
-                if parts[1] not in class_of:
-                    raise UserError(f"{annotations} names class {parts[1]} that train/ does not have")
-                val_entries.append((parts[0], class_of[parts[1]]))
-    val_entries.sort()
+        rows = [parts for parts in map(str.split, handle) if len(parts) >= 2]  # file name, wnid, box
+    unknown = [parts[1] for parts in rows if parts[1] not in class_of]
+    if unknown:
+        raise UserError(f"{annotations} names class {unknown[0]} that train/ does not have")
+    val_entries = sorted((parts[0], class_of[parts[1]]) for parts in rows)
     val_paths = [os.path.join(base, "val", "images", name) for name, _ in val_entries]
     LOG.info(f"decoding {len(train_paths)} + {len(val_paths)} tiny-imagenet images ...")
     size = DATASETS["tiny-imagenet"].image_size
-    train = ImageSet(torch.from_numpy(_decode_rgb(train_paths, size)), torch.tensor(train_labels, dtype=torch.int64))
-    test = ImageSet(torch.from_numpy(_decode_rgb(val_paths, size)),
+    train = ImageSet(_decode_all(train_paths, size, _decode_exact), torch.tensor(train_labels, dtype=torch.int64))
+    test = ImageSet(_decode_all(val_paths, size, _decode_exact),
                     torch.tensor([label for _, label in val_entries], dtype=torch.int64))
     return train, test, base
 
@@ -539,28 +501,23 @@ def _load_image_tree(name: str, root: str, split_file: Optional[str], mode: str,
             sets.append(StreamedImageSet(paths, label_tensor, size, workers))
         else:
             LOG.info(f"decoding {len(paths)} {name} images at {size}x{size} into memory ...")
-            sets.append(ImageSet(torch.from_numpy(_decode_resized(paths, size)), label_tensor))
+            sets.append(ImageSet(_decode_all(paths, size, partial(decode_image, rng=None)), label_tensor))
     if split_file:
         split = load_split(split_file, len(train_paths), name)
     else:
-        # stored by class: a fixed permutation, so validation spans the classes
         split = np.random.default_rng(TREE_SPLIT_SEED).permutation(len(train_paths)).astype(np.int64)
         LOG.info(f"split: a permutation seeded {TREE_SPLIT_SEED} (no --split_file given; {name} is stored by class)")
     return Data(name, info, sets[0], sets[1], split, train_number_for(len(train_paths)), root, mode)
-
-
-def memory_bytes() -> Optional[int]:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def resolve_mode(name: str, mode: str, count: int, size: int) -> str:
     """auto: imagenet streams; a folder stays in memory when its uint8 images take at most
     1/MEMORY_SHARE of the RAM. A forced memory mode that cannot fit is refused."""
     needed = count * 3 * size * size
-    available = memory_bytes()
+    try:
+        available: Optional[int] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no such value, or no sysconf at all (Windows)
+        available = None
     if mode == "auto":
         if name == "imagenet":
             return "stream"
@@ -571,26 +528,14 @@ def resolve_mode(name: str, mode: str, count: int, size: int) -> str:
     return mode
 
 
-def _decode_resized(paths: Sequence[str], size: int) -> np.ndarray:
-    """uint8 N x 3 x size x size, each image resized and centre-cropped as for evaluation."""
-    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
-    # PIL releases the GIL while decoding, so threads help here.
-    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        for i, array in enumerate(pool.map(lambda path: decode_image(path, size, None), paths, chunksize=64)):
-            out[i] = array
-    return out
-
-
 def load_index_file(path: str, data: Data, what: str = "--train_subset") -> np.ndarray:
     """Loads a saved set of dataset indices and checks it holds training examples only."""
     indices = load_npy(path, what)
     if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or indices.size == 0:
         raise UserError(f"{what} {path} must be a non-empty 1-D integer array of dataset indices")
-    allowed = np.zeros(len(data.train), dtype=bool)
     if indices.min() < 0 or indices.max() >= len(data.train):
         raise UserError(f"{what} {path} has indices outside 0..{len(data.train) - 1}")
-    allowed[data.train_indices] = True
-    outside = int((~allowed[indices]).sum())
+    outside = int(np.isin(indices, data.val_indices).sum())  # the split is a permutation of the train set
     if outside:
         raise UserError(f"{what} {path} holds {outside} validation indices of this split; "
                         "validation examples never train")
@@ -599,12 +544,9 @@ def load_index_file(path: str, data: Data, what: str = "--train_subset") -> np.n
 
 # ----------------------------------------------------------------------------- batches
 def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip for a whole uint8 batch.
-
-    Same distribution as torchvision's ``RandomCrop(size, padding)`` followed by
-    ``RandomHorizontalFlip()``: every one of the (2p+1)^2 offsets and both flips are
-    equally likely, independently per image.
-    """
+    """Random crop with zero padding and random horizontal flip for a whole uint8 batch: the
+    distribution of torchvision's ``RandomCrop(size, padding)`` then ``RandomHorizontalFlip()``,
+    every one of the (2p+1)^2 offsets and both flips equally likely, independently per image."""
     batch, channels, height, width = images.shape
     device = images.device
     offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=device)
@@ -623,5 +565,4 @@ def to_model_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
     x = images.float().div_(255)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return x.contiguous(memory_format=memory_format)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

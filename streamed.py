@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from utils import UserError
+
 EVAL_RESIZE_RATIO = 256 / 224  # evaluation: resize the shorter side to 256, centre crop 224 (scaled)
 CROP_SCALE = (0.08, 1.0)       # RandomResizedCrop's defaults (torchvision, the ImageNet recipe)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -57,15 +59,10 @@ def resized_crop_box(width: int, height: int, rng: np.random.Generator) -> Tuple
 
 
 def decode_image(path: str, size: int, rng: Optional[np.random.Generator]) -> np.ndarray:
-    """One image file as uint8 C x size x size.
-
-    ``rng`` given: the training transform (random resized crop, random horizontal flip).
-    ``rng`` None: the evaluation transform (shorter side resized to size * 256/224, centre
-    crop of ``size``). Crop and resize are one PIL resize with a source box.
-    """
+    """One image file as uint8 C x size x size. ``rng`` given: the training transform (random
+    resized crop, random horizontal flip). ``rng`` None: the evaluation transform (shorter side
+    resized to size * 256/224, centre crop of ``size``). Crop and resize are one PIL resize with a source box."""
     from PIL import Image
-
-    from utils import UserError
 
     try:
         with Image.open(path) as opened:
@@ -75,13 +72,12 @@ def decode_image(path: str, size: int, rng: Optional[np.random.Generator]) -> np
     width, height = image.size
     if rng is None:
         side = min(width, height) * size / int(size * EVAL_RESIZE_RATIO)  # the centre crop, in source pixels
-        left, top = (width - side) / 2, (height - side) / 2
-        out = image.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+        left, top, crop_w, crop_h = (width - side) / 2, (height - side) / 2, side, side
     else:
         left, top, crop_w, crop_h = resized_crop_box(width, height, rng)
-        out = image.resize((size, size), Image.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
-        if rng.random() < 0.5:
-            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+    out = image.resize((size, size), Image.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+    if rng is not None and rng.random() < 0.5:
+        out = out.transpose(Image.FLIP_LEFT_RIGHT)
     return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
 
 
@@ -101,20 +97,6 @@ class ImageFiles(Dataset):
         return torch.from_numpy(decode_image(self.paths[index], self.size, rng)), index
 
 
-class BatchPlan:
-    """The loader's batch sampler: the batches of the current pass, replaced before each
-    pass, so one loader (and its persistent workers) serves every epoch and evaluation."""
-
-    def __init__(self) -> None:
-        self.batches: List[List[Item]] = []
-
-    def __iter__(self) -> Iterator[List[Item]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 class StreamedImageSet:
     """Image files with their labels; batches are decoded by ``workers`` DataLoader workers."""
 
@@ -125,7 +107,9 @@ class StreamedImageSet:
         self.image_size = image_size
         self.workers = workers
         self.device = device
-        self._plan = BatchPlan()
+        # The loader's batch sampler: the batches of the current pass, refilled before each pass,
+        # so one loader (and its persistent workers) serves every epoch and evaluation.
+        self._plan: List[List[Item]] = []
         self._loader: Optional[DataLoader] = None
 
     def __len__(self) -> int:
@@ -137,26 +121,22 @@ class StreamedImageSet:
     def _batches(self, batches: List[List[Item]]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """(images, dataset indices) on the device, batch by batch in the given order."""
         if self._loader is None:
-            workers = self.workers
             self._loader = DataLoader(ImageFiles(self.paths, self.image_size), batch_sampler=self._plan,
-                                      num_workers=workers, pin_memory=self.device.type == "cuda",
-                                      persistent_workers=workers > 0,
-                                      prefetch_factor=PREFETCH_BATCHES if workers > 0 else None)
-        self._plan.batches = batches
+                                      num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                      persistent_workers=self.workers > 0,
+                                      prefetch_factor=PREFETCH_BATCHES if self.workers > 0 else None)
+        self._plan[:] = batches
         for images, indices in self._loader:
             yield (images.to(self.device, non_blocking=True), indices.to(self.device, non_blocking=True))
 
     def train_batches(self, order: torch.Tensor, batch_size: int, epoch_seed: int,
                       share: Optional[Callable[[int], slice]] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """(dataset indices, augmented uint8 images) for consecutive ``batch_size`` slices of ``order``.
-
         ``share(n)``: the positions of each batch of ``n`` to decode and yield (a rank's slice
-        under torchrun); a batch whose share is empty comes as an empty one.
-        """
+        under torchrun); a batch whose share is empty comes as an empty one."""
         listed = order.tolist()
-        batches = [listed[begin:begin + batch_size] for begin in range(0, len(listed), batch_size)]
-        if share is not None:
-            batches = [batch[share(len(batch))] for batch in batches]
+        whole = [listed[begin:begin + batch_size] for begin in range(0, len(listed), batch_size)]
+        batches = whole if share is None else [batch[share(len(batch))] for batch in whole]
         decoded = self._batches([[(index, epoch_seed) for index in batch] for batch in batches if batch])
         for batch in batches:
             if batch:
@@ -165,13 +145,11 @@ class StreamedImageSet:
             else:
                 yield (torch.empty(0, dtype=torch.int64, device=self.device),
                        torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8, device=self.device))
-        for _ in decoded:  # finishes the loader's pass (there is nothing left)
-            pass
+        next(decoded, None)  # nothing is left: this finishes the loader's pass
 
     def eval_batches(self, indices: Optional[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
         """Unaugmented uint8 images of ``indices`` (all, in order, when None), batch by batch."""
         listed = list(range(len(self))) if indices is None else indices.tolist()
         plan = [[(index, EVAL_SEED) for index in listed[begin:begin + batch_size]]
                 for begin in range(0, len(listed), batch_size)]
-        for images, _ in self._batches(plan):
-            yield images
+        yield from (images for images, _ in self._batches(plan))

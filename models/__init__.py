@@ -13,14 +13,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
-    "res20s": resnet20s,
-    "res56s": resnet56s,
-    "res18": resnet18,
-    "res50": resnet50,
-    "vgg16_bn": vgg16_bn,
-}
-
-
+    "res20s": resnet20s, "res56s": resnet56s, "res18": resnet18, "res50": resnet50, "vgg16_bn": vgg16_bn}
 ARCH_CHOICES = f"{', '.join(ARCHITECTURES)}, or {CIFAR_RESNET_FORM}"
 
 
@@ -31,14 +24,9 @@ def is_architecture(arch: str) -> bool:
 
 def build_model(arch: str, num_classes: int, mean: Optional[Sequence[float]] = None,
                 std: Optional[Sequence[float]] = None) -> nn.Module:
-    """Builds ``arch`` with a ``normalize`` first layer holding ``mean`` / ``std``.
-
-    ``arch`` is a name of ARCHITECTURES or ``cifar_resnet_D_W`` (open_lth's names: a CIFAR
-    ResNet of depth D = 6n+2 and first-stage width W; cifar_resnet_20_16 is res20s).
-
-    Raises:
-        ValueError: for an unknown architecture name.
-    """
+    """Builds ``arch`` (a name of ARCHITECTURES or open_lth's ``cifar_resnet_D_W``: a CIFAR ResNet
+    of depth D = 6n+2 and first-stage width W; cifar_resnet_20_16 is res20s) with a ``normalize``
+    first layer holding ``mean`` / ``std``; raises ValueError for an unknown architecture name."""
     mean = CIFAR10_MEAN if mean is None else mean
     std = CIFAR10_STD if std is None else std
     if arch in ARCHITECTURES:

@@ -33,10 +33,8 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        if stride != 1 or in_planes != planes:
-            self.shortcut: nn.Module = ZeroPadShortcut(planes - in_planes)
-        else:
-            self.shortcut = nn.Identity()
+        changes_shape = stride != 1 or in_planes != planes
+        self.shortcut: nn.Module = ZeroPadShortcut(planes - in_planes) if changes_shape else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -54,14 +52,11 @@ class CifarResNet(nn.Module):
         self.normalize = NormalizeByChannelMeanStd(mean, std)
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        in_planes = width
-        stages = []
+        in_planes, stages = width, []
         for planes, blocks, stride in zip((width, 2 * width, 4 * width), blocks_per_stage, (1, 2, 2)):
-            layers = []
-            for block_stride in [stride] + [1] * (blocks - 1):
-                layers.append(BasicBlock(in_planes, planes, block_stride))
-                in_planes = planes
-            stages.append(nn.Sequential(*layers))
+            first = BasicBlock(in_planes, planes, stride)  # the stage's only block that may change the shape
+            stages.append(nn.Sequential(first, *[BasicBlock(planes, planes) for _ in range(blocks - 1)]))
+            in_planes = planes
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(4 * width, num_classes)
         for module in self.modules():
@@ -71,14 +66,11 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
         out = self.layer3(self.layer2(self.layer1(out)))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.fc(out)
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def cifar_resnet(depth: int, width: int, num_classes: int, mean: Sequence[float],
-                 std: Sequence[float]) -> CifarResNet:
-    """ResNet-``depth`` (depth = 6n + 2: n blocks per stage) with ``width`` channels in the
-    first stage."""
+def cifar_resnet(depth: int, width: int, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> CifarResNet:
+    """ResNet-``depth`` (depth = 6n + 2: n blocks per stage) with ``width`` channels in the first stage."""
     blocks = (depth - 2) // 6
     return CifarResNet((blocks, blocks, blocks), num_classes, mean, std, width)
 
@@ -98,12 +90,8 @@ _PREFIX = "cifar_resnet_"
 
 def parse_cifar_resnet(name: str) -> Optional[Tuple[int, int]]:
     """(depth, width) of a valid ``cifar_resnet_D_W`` name, else None."""
-    if not name.startswith(_PREFIX):
-        return None
-    parts = name[len(_PREFIX):].split("_")
+    parts = name[len(_PREFIX):].split("_") if name.startswith(_PREFIX) else []
     if len(parts) != 2 or not all(part.isdigit() for part in parts):
         return None
     depth, width = int(parts[0]), int(parts[1])
-    if depth < 8 or (depth - 2) % 6 != 0 or width < 1:
-        return None
-    return depth, width
+    return (depth, width) if depth >= 8 and (depth - 2) % 6 == 0 and width >= 1 else None
