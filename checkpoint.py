@@ -33,10 +33,6 @@ PRAC_KEYS = ("prediction", "distance_queue", "last_mask", "start_record")
 RESULT_KEYS = {"train_acc": "train", "val_acc": "ta", "test_acc": "test_ta"}
 
 
-def empty_results() -> Dict[str, List[float]]:
-    return {name: [] for name in RESULT_KEYS}
-
-
 @dataclass
 class RunState:
     """Everything that changes during a run; saved in every checkpoint."""
@@ -47,7 +43,7 @@ class RunState:
     base_seed: int
     rewind_weights: Optional[StateDict]  # where rounds rewind to (init, or rewind-epoch weights)
     epoch: int = 0                       # epochs completed in this round
-    results: Dict[str, List[float]] = field(default_factory=empty_results)
+    results: Dict[str, List[float]] = field(default_factory=lambda: {name: [] for name in RESULT_KEYS})
     best_val_acc: float = 0.0            # of this round
     round_finished: bool = False         # Early-Bird stopped this round
     eb_stop_epoch: Optional[int] = None
@@ -236,12 +232,10 @@ def atomic_copy(source: str, target: str) -> None:
 def _numpy_safe_globals() -> List[Any]:
     # Published checkpoints hold numpy arrays (the PrAC sequence and records) and the
     # scheduler's Counter; these are data, so they are allowed to the safe loader.
-    allowed: List[Any] = [collections.Counter, np.ndarray, np.dtype]
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
-    allowed += [multiarray._reconstruct, multiarray.scalar]
-    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "int8", "uint8", "bool")]
-    allowed += [np.float64, np.float32, np.int64, np.int32, np.bool_]
-    return allowed
+    return [collections.Counter, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
+            *(type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "int8", "uint8", "bool")),
+            np.float64, np.float32, np.int64, np.int32, np.bool_]
 
 
 def load_checkpoint(path: str, what: str = "checkpoint", trust: bool = False) -> Any:

@@ -41,6 +41,7 @@ GENERAL, TRAINING, RUNTIME, RESUME = "general", "training", "runtime (new in thi
 PRUNING, SCOPE = "model pruning", "pruning scope (new in this implementation; see docs/controls.md)"
 DATA_PRUNING, TICKET = "Early-Bird and data pruning", "ticket"
 REQUIRED = "required"  # a shown default that --help words as "(required)"
+DEFAULT_SPLIT = "npy_files/<dataset>-train-val.npy when its size fits the data set, else identity order"
 
 
 def parse_milestones(text: str) -> List[int]:
@@ -113,9 +114,8 @@ class Flag:
     def help_text(self, script: str) -> str:
         text = for_script(self.help, script).replace("%", "%%")  # argparse formats help with %
         shown = for_script(self.shown, script)
-        default = for_script(self.default, script)
-        if shown is None and not self.switch and default is not None:
-            shown = default
+        if shown is None and not self.switch:
+            shown = for_script(self.default, script)
         if shown is None:
             return text
         return f"{text} ({REQUIRED})" if shown == REQUIRED else f"{text} (default: {str(shown).replace('%', '%%')})"
@@ -124,8 +124,8 @@ class Flag:
         if self.switch:
             group.add_argument(f"--{self.name}", action="store_true", help=self.help_text(script))
             return
-        default = for_script(self.default, script)
-        group.add_argument(f"--{self.name}", type=self.type, default=None if self.parse else default,
+        group.add_argument(f"--{self.name}", type=self.type,
+                           default=None if self.parse else for_script(self.default, script),
                            choices=for_script(self.choices, script), metavar=self.metavar,
                            help=self.help_text(script))
 
@@ -139,9 +139,7 @@ FLAGS: Tuple[Flag, ...] = (
     Flag("arch", "res20s", f"one of {ARCH_CHOICES}", GENERAL, type=str, metavar="ARCH", meaning=True),
     Flag("split_file", None, "permutation of the train-set indices (npy_files/ has one per data set); the last "
          "10% validate", GENERAL, type=str, metavar="NPY", meaning=True,
-         shown={IMP: "npy_files/<dataset>-train-val.npy when its size fits the data set, else identity order",
-                SEARCH: REQUIRED,
-                RETRAIN: "npy_files/<dataset>-train-val.npy when its size fits the data set, else identity order"}),
+         shown={IMP: DEFAULT_SPLIT, SEARCH: REQUIRED, RETRAIN: DEFAULT_SPLIT}),
     Flag("data_mode", "auto", f"{' and '.join(IMAGE_TREES)}: hold the images in memory or stream them from disk "
          "through DataLoader workers; auto streams imagenet and a folder whose images would take over a quarter "
          "of the RAM", GENERAL, type=str, choices=DATA_MODES, meaning=True),
@@ -363,16 +361,12 @@ def validate(config: Config) -> None:
     if config.warmup > config.epochs:
         raise UserError(f"--warmup {config.warmup} is longer than --epochs {config.epochs}: the learning "
                         "rate would never reach --lr")
-    if config.lr <= 0:
-        raise UserError(f"--lr must be positive, got {config.lr}")
-    if config.eb_eps <= 0:
-        raise UserError(f"--eb_eps must be positive, got {config.eb_eps}")
-    if config.prune_scope not in SCOPES:
-        raise UserError(f"unknown --prune_scope {config.prune_scope!r}; choose one of {', '.join(SCOPES)}")
-    if config.prune_mode not in MODES:
-        raise UserError(f"unknown --prune_mode {config.prune_mode!r}; choose one of {', '.join(MODES)}")
-    if config.select not in SELECTION_RULES:
-        raise UserError(f"unknown --select {config.select!r}; choose one of {', '.join(SELECTION_RULES)}")
+    for name in ("lr", "eb_eps"):
+        if getattr(config, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(config, name)}")
+    for name, choices in (("prune_scope", SCOPES), ("prune_mode", MODES), ("select", tuple(SELECTION_RULES))):
+        if getattr(config, name) not in choices:
+            raise UserError(f"unknown --{name} {getattr(config, name)!r}; choose one of {', '.join(choices)}")
     if config.prune_type == "rewind_lt" and config.rewind_epoch >= config.epochs:
         raise UserError(f"--rewind_epoch {config.rewind_epoch} needs more than {config.epochs} "
                         "--epochs for rewind_lt: the rewind point is after epoch index rewind_epoch")
@@ -407,17 +401,14 @@ def run_identity(config: Config) -> Dict[str, Any]:
     sha256 of each input file in DIGESTED (``split_file_sha256``, ...)."""
     identity = config.to_dict()
     for name in DIGESTED:
-        path = getattr(config, name, None)
-        identity[digest_key(name)] = file_digest(path) if path else None
+        identity[digest_key(name)] = file_digest(identity[name]) if identity[name] else None
     return identity
 
 
 def _shown(value: Any) -> str:
-    if value is None:
-        return "none"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "none"
-    return str(value)
+    return "none" if value is None else str(value)
 
 
 def _same(saved: Any, now: Any) -> bool:

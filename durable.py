@@ -1,5 +1,6 @@
 """Durable files: atomic writes (and the fault injection the crash tests use), input digests,
 and the lock that keeps two runs out of one --save_dir."""
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -34,8 +35,7 @@ def note_write(path: str) -> None:
     count a run's writes).
     """
     number = next(_write_numbers)
-    log = os.environ.get(WRITE_LOG_ENV, "")
-    if log:
+    if log := os.environ.get(WRITE_LOG_ENV, ""):
         with open(log, "a") as handle:
             handle.write(f"{number}\t{path}\n")
     wanted = os.environ.get(DIE_AFTER_WRITE_ENV, "").strip()
@@ -52,13 +52,10 @@ def note_write(path: str) -> None:
 
 def current_umask() -> int:
     """The process umask, read without leaving it changed for other threads where possible."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     with _umask_lock:  # no /proc (not Linux): the only portable way sets it and restores it
         mask = os.umask(0o022)
         os.umask(mask)
@@ -80,9 +77,8 @@ def _fsync_folder(folder: str) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -113,10 +109,8 @@ def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> N
         raise write_error(path, error) from None
     finally:
         if tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(tmp)
-            except OSError:
-                pass
     _fsync_folder(folder)
     note_write(path)
 
@@ -190,20 +184,16 @@ class SaveDirLock:
             raise UserError(f"--save_dir {self.save_dir} cannot be locked for this run "
                             f"({error.strerror or error})") from None
         command = " ".join(sys.argv) or sys.executable
-        try:
+        with contextlib.suppress(OSError):  # the lock holds without the note of who holds it
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n{command}\n".encode("utf-8", "replace"), 0)
-        except OSError:
-            pass  # the lock holds without the note of who holds it
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)  # a released lock names nobody
-        except OSError:
-            pass
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

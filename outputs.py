@@ -51,10 +51,9 @@ class ResultTable:
         return list(csv.DictReader(io.StringIO(text, newline="")))
 
     def keep_only(self, keep: Callable[[Dict[str, str]], bool]) -> None:
+        """Rewrites the table (atomically) with only the rows ``keep`` accepts."""
         rows = [row for row in self.rows() if keep(row)]
-        self._rewrite(rows)
 
-    def _rewrite(self, rows: List[Dict[str, Any]]) -> None:
         def write(handle: Any) -> None:
             writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
             writer.writeheader()
@@ -62,13 +61,13 @@ class ResultTable:
         atomic_write(self.path, write, mode="w")
 
     def append(self, row: Mapping[str, Any]) -> None:
-        """Appends one row whole: one ``write`` call of the encoded line, so a killed run
-        never leaves half a row; a disk-full short write is undone. The first row creates
-        the file (with its header) atomically."""
+        """Appends one row, as :meth:`extend` appends several."""
         self.extend([row])
 
     def extend(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Appends ``rows`` in one durable write, as :meth:`append` appends one."""
+        """Appends ``rows`` whole, in one durable write: one ``write`` call of the encoded lines, so
+        a killed run never leaves half a row; a disk-full short write is undone. The first rows
+        create the file (with its header) atomically."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.fields, extrasaction="ignore")
         writer.writeheader()
@@ -116,9 +115,7 @@ def _drop_partial_last_line(fd: int, path: str) -> int:
 def _format_cell(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return value
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def code_version() -> str:

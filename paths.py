@@ -46,13 +46,9 @@ class RunPaths:
     def newest_checkpoint(self) -> Optional[str]:
         """The checkpoint a resume continues from: the highest round's ``{k}checkpoint.pth.tar``
         (main_train.py's plain ``checkpoint.pth.tar``), or None when there is none."""
-        if not os.path.isdir(self.save_dir):
-            return None
-        rounds = []
-        for name in os.listdir(self.save_dir):
-            match = CHECKPOINT_NAME.match(name)
-            if match:
-                rounds.append(int(match.group(1)) if match.group(1) else -1)
+        names = os.listdir(self.save_dir) if os.path.isdir(self.save_dir) else []
+        # main_train.py's checkpoint (no round number) counts as round -1
+        rounds = [int(match.group(1) or -1) for match in map(CHECKPOINT_NAME.match, names) if match]
         if not rounds:
             return None
         newest = max(rounds)

@@ -83,8 +83,7 @@ def select_by_forgetting(events: np.ndarray, data_prune: str, data_rate: float, 
 
 def pruning_aware_examples(dense_predictions: np.ndarray, pruned_predictions: np.ndarray) -> np.ndarray:
     """Positions at which the dense and the pruned model predict different labels."""
-    dense = np.asarray(dense_predictions)
-    pruned = np.asarray(pruned_predictions)
+    dense, pruned = np.asarray(dense_predictions), np.asarray(pruned_predictions)
     if dense.shape != pruned.shape:
         raise ValueError(f"prediction shapes differ: {dense.shape} vs {pruned.shape}")
     return np.flatnonzero(dense != pruned)
@@ -97,7 +96,6 @@ def el2n_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 # ============================================================================ recorders
-
 class CorrectnessRecorder:
     """Per example and epoch: 1 if that step's own forward pass predicted it right, 0 if
     wrong, -1 if not trained (epochs x examples, int8, on the training device)."""

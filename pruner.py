@@ -52,17 +52,9 @@ DEFAULT_SCOPE = PruneScope()
 WEIGHT_LAYERS = PruneScope("conv_linear")  # every layer a mask may cover
 
 
-def conv_layers(model: nn.Module) -> List[Tuple[str, nn.Conv2d]]:
-    """Every ``nn.Conv2d``, in module order: the layers of the published scope."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
-def linear_layers(model: nn.Module) -> List[Tuple[str, nn.Linear]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-
-
 def scope_layers(model: nn.Module, scope: PruneScope = DEFAULT_SCOPE) -> List[Tuple[str, nn.Module]]:
-    """The layers that carry a mask under ``scope`` (its kinds, dense ones included), in module order."""
+    """The layers that carry a mask under ``scope`` (its kinds, dense ones included), in module order;
+    under the default scope, every ``nn.Conv2d``: the layers of the published scope."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, _KINDS[scope.layers])]
 
 
@@ -79,8 +71,7 @@ def masked_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 def check_scope(model: nn.Module, scope: PruneScope) -> None:
-    """Refuses, in one line, dense names that are no layer of the scope, or a scope that
-    leaves nothing to prune."""
+    """Refuses, in one line, dense names that are no layer of the scope, or a scope leaving nothing to prune."""
     names = [name for name, _ in scope_layers(model, scope)]
     unknown = [name for name in scope.dense if name not in names]
     if unknown:
@@ -141,13 +132,8 @@ def _prune_together(layers: Sequence[Tuple[str, nn.Module]], rate: float, score:
             scores = score(weights[alive])
             lowest = torch.topk(scores, k=n_prune, largest=False).indices
             new_mask[alive[lowest]] = 0
-    result: Mask = {}
-    offset = 0
-    for name, module in layers:
-        n = module.weight.numel()
-        result[name + MASK_SUFFIX] = new_mask[offset:offset + n].view_as(module.weight).clone()
-        offset += n
-    return result
+    pieces = new_mask.split([module.weight.numel() for _, module in layers])
+    return {name + MASK_SUFFIX: piece.view_as(module.weight).clone() for (name, module), piece in zip(layers, pieces)}
 
 
 def _scoped_mask(model: nn.Module, rate: float, score: ImportanceScore, scope: PruneScope) -> Mask:
@@ -156,16 +142,11 @@ def _scoped_mask(model: nn.Module, rate: float, score: ImportanceScore, scope: P
     pruned = prunable_layers(model, scope)
     if not pruned:
         raise UserError(f"the model has no {scope.layers} layers to prune")
-    if scope.mode == "global":
-        result = _prune_together(pruned, rate, score)
-    else:
-        result = {}
-        for layer in pruned:
-            result.update(_prune_together([layer], rate, score))
-    for name, module in scope_layers(model, scope):
-        if name in scope.dense:
-            result[name + MASK_SUFFIX] = _current_mask(module).to(module.weight.dtype).clone()
-    return {name + MASK_SUFFIX: result[name + MASK_SUFFIX] for name, _ in scope_layers(model, scope)}
+    # global: one ranking across the pruned layers; layerwise: one ranking per layer
+    groups = [pruned] if scope.mode == "global" else [[layer] for layer in pruned]
+    result = {key: layer_mask for group in groups for key, layer_mask in _prune_together(group, rate, score).items()}
+    return {name + MASK_SUFFIX: (_current_mask(module).to(module.weight.dtype).clone() if name in scope.dense
+                                 else result[name + MASK_SUFFIX]) for name, module in scope_layers(model, scope)}
 
 
 def candidate_mask(model: nn.Module, rate: float, scope: PruneScope = DEFAULT_SCOPE) -> Mask:
@@ -195,8 +176,7 @@ def random_mask_like(mask: Mapping[str, torch.Tensor], generator: torch.Generato
     randomly_prune control): per layer, that many positions drawn uniformly without
     replacement from ``generator`` (a CPU generator), layers in the mask's key order."""
     result: Mask = {}
-    for key in mask:
-        layer = mask[key]
+    for key, layer in mask.items():
         kept = int(layer.sum())
         order = torch.randperm(layer.numel(), generator=generator)
         new = torch.zeros(layer.numel(), dtype=layer.dtype)
@@ -213,8 +193,9 @@ def extract_mask(state_dict: Mapping[str, torch.Tensor]) -> Mask:
 def check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], source: str = "the mask") -> None:
     """Raises a one-line UserError unless ``mask`` is binary and fits this model: one entry
     per conv layer (the published scope), plus one per linear layer when it has any."""
-    expected = {name + MASK_SUFFIX: m.weight.shape for name, m in conv_layers(model)}
-    linear = {name + MASK_SUFFIX: m.weight.shape for name, m in linear_layers(model)}
+    layers = scope_layers(model, WEIGHT_LAYERS)
+    expected = {name + MASK_SUFFIX: m.weight.shape for name, m in layers if isinstance(m, nn.Conv2d)}
+    linear = {name + MASK_SUFFIX: m.weight.shape for name, m in layers if isinstance(m, nn.Linear)}
     if any(key in linear for key in mask):
         expected.update(linear)
     missing = [k for k in expected if k not in mask]
@@ -228,8 +209,7 @@ def check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], source: str =
             raise UserError(f"{source} does not fit this architecture: {key} has shape "
                             f"{tuple(mask[key].shape)}, the model needs {tuple(shape)}; "
                             "was it made with another --arch or data set?")
-        values = mask[key]
-        if not bool(((values == 0) | (values == 1)).all()):
+        if not bool(((mask[key] == 0) | (mask[key] == 1)).all()):
             raise UserError(f"{source} is not binary: {key} holds values other than 0 and 1")
 
 
@@ -261,25 +241,14 @@ def rewind(model: nn.Module, weights: Mapping[str, torch.Tensor], mask: Mapping[
 def dense_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """A state_dict without pruning reparametrisation: ``weight_orig`` becomes ``weight``
     (unmasked) and masks are dropped."""
-    dense = {}
-    for key, value in state_dict.items():
-        if key.endswith(MASK_SUFFIX):
-            continue
-        if key.endswith(".weight_orig"):
-            key = key[: -len("_orig")]
-        dense[key] = value
-    return dense
+    return {(key[: -len("_orig")] if key.endswith(".weight_orig") else key): value
+            for key, value in state_dict.items() if not key.endswith(MASK_SUFFIX)}
 
 
 def remaining_weights(model: nn.Module) -> float:
     """Percentage of conv weights (and of masked linear weights) that are non-zero."""
-    total = 0
-    nonzero = 0
-    for _, module in masked_layers(model):
-        weight = _effective_weight(module)
-        total += weight.numel()
-        nonzero += int(torch.count_nonzero(weight))
-    return 100.0 * nonzero / total
+    weights = [_effective_weight(module) for _, module in masked_layers(model)]
+    return 100.0 * sum(int(torch.count_nonzero(w)) for w in weights) / sum(w.numel() for w in weights)
 
 
 def mask_size(mask: Mapping[str, torch.Tensor]) -> int:
@@ -288,7 +257,7 @@ def mask_size(mask: Mapping[str, torch.Tensor]) -> int:
 
 
 def conv_weight_count(model: nn.Module) -> int:
-    return sum(m.weight.numel() for _, m in conv_layers(model))
+    return sum(m.weight.numel() for _, m in scope_layers(model))
 
 
 def unpruned_count(model: nn.Module, scope: Optional[PruneScope] = None) -> int:

@@ -109,9 +109,7 @@ def derived_seed(base_seed: int, *keys: int) -> int:
 
 
 def make_generator(device: torch.device, base_seed: int, *keys: int) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(derived_seed(base_seed, *keys))
-    return generator
+    return torch.Generator(device=device).manual_seed(derived_seed(base_seed, *keys))
 
 
 # Stream tags for derived seeds, so two uses never share a stream. (1 is unused: the model's
