@@ -6,7 +6,7 @@ Ranks split each global batch, shard evaluation, and gather per-example records,
 rank holds the same run state; rank 0 alone writes files.
 """
 import os
-from typing import Any, List, Optional
+from typing import Any, List
 
 import numpy as np
 import torch
@@ -59,18 +59,13 @@ def close() -> None:
 
 def barrier() -> None:
     if world() > 1:
-        if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[local_rank()])
-        else:
-            dist.barrier()
+        dist.barrier(device_ids=[local_rank()] if dist.get_backend() == "nccl" else None)
 
 
-def shard(count: int, part: Optional[int] = None, parts: Optional[int] = None) -> slice:
+def shard(count: int) -> slice:
     """This rank's contiguous share of ``count`` positions: sizes differ by at most one, the
     later ranks take the larger shares, and every rank gets one when ``count >= world``."""
-    part = rank() if part is None else part
-    parts = world() if parts is None else parts
-    return slice(count * part // parts, count * (part + 1) // parts)
+    return slice(count * rank() // world(), count * (rank() + 1) // world())
 
 
 def all_gather_concat(tensor: torch.Tensor) -> torch.Tensor:
@@ -108,10 +103,9 @@ def sync_buffers(model: nn.Module) -> None:
     """Rank 0's buffers (batch-norm running statistics, masks) on every rank: DDP
     broadcasts them before each forward, so after the last step of an epoch the ranks'
     own updates differ until this."""
-    if world() == 1:
-        return
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
+    if world() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def assert_same(values: torch.Tensor, what: str) -> None:

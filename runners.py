@@ -42,7 +42,6 @@ from utils import (LOG, STREAM_RANDOM_MASK, STREAM_RANDOM_PRUNE, STREAM_SELECT, 
 CPU_EVAL_BATCH, CUDA_EVAL_BATCH = 128, 1000
 EVAL_BATCH_REFERENCE_SIZE = 32  # px: the image side the two batch sizes above are for
 MIN_EVAL_BATCH = 8
-IMP_SCRIPT, PRAC_SCRIPT, RETRAIN_SCRIPT = cli.IMP, cli.SEARCH, cli.RETRAIN
 EpochCheck = Tuple[Optional[float], bool, Optional[float]]  # (Early-Bird distance, stop, its seconds)
 
 
@@ -178,10 +177,10 @@ class Session:
         """args.json for a fresh run; args_resume.json once a resume has been checked."""
         if not distributed.is_main():
             return
-        extra = {"world_size": distributed.world(), **(extra or {})} if distributed.world() > 1 else extra
+        world = {"world_size": distributed.world()} if distributed.world() > 1 else {}
         path = self.paths.run_info.replace(".json", "_resume.json") if self.config.resume else self.paths.run_info
         save_run_info(path, self.script, self.config.to_dict(), describe_device(self.device),
-                      {"data_source": self.data.source, "data_mode": self.data.mode, **(extra or {})})
+                      {"data_source": self.data.source, "data_mode": self.data.mode, **world, **(extra or {})})
 
     def new_model(self, base_seed: Optional[int]) -> nn.Module:
         """The configured model on the device; seeded initialisation when ``base_seed`` is given.
@@ -393,7 +392,8 @@ def traced(hook: Optional[BatchHook], name: str) -> Optional[BatchHook]:
 
 
 def finish_round(session: Session, plan: "Plan", model: nn.Module, run: RunState) -> Tuple[float, float]:
-    """Reports the round: plot, round row, test accuracy at the best validation epoch."""
+    """Reports the round: plots, round row and per-layer rows (rank 0), test accuracy at the
+    best validation epoch."""
     val = run.results["val_acc"]
     if not val:
         raise UserError(f"{plan.label(run)} has no finished epoch to report")
@@ -401,30 +401,25 @@ def finish_round(session: Session, plan: "Plan", model: nn.Module, run: RunState
     best_val, test_at_best = val[best], run.results["test_acc"][best]
     remaining = pruner.remaining_weights(model)
     if distributed.is_main():
-        _report_round(session, plan, run, remaining, best_val, test_at_best, pruner.layer_counts(model))
+        config = session.config
+        plot_curves(run.results, session.paths.curves(plan.tag(run)),
+                    title=f"{config.arch} {config.dataset} {plan.label(run)}")
+        session.round_table.append({
+            "round": run.round, "remaining_weights": remaining, "train_examples": len(run.train_indices),
+            "forgetting_part": run.set_parts.get("forgetting_part"),
+            "pruning_aware_part": run.set_parts.get("pruning_aware_part"),
+            "epochs_planned": run.schedule.epochs, "epochs_run": run.epoch, "eb_stop_epoch": run.eb_stop_epoch,
+            "steps": run.round_steps, "examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
+            "best_val_acc": best_val, "test_acc_at_best_val": test_at_best, "seconds": run.round_seconds,
+            "select_rule": plan.select_rule})
+        # The layer rows go after the round row: a resume drops both of an unfinished round.
+        session.layer_table.extend([{"round": run.round, "layer": name, "weights": weights, "remaining": kept}
+                                    for name, weights, kept in pruner.layer_counts(model)])
+        plot_layers(session.layer_table.rows(), session.paths.layers_plot,
+                    title=f"{config.arch} {config.dataset}: remaining weights per layer")
     LOG.info(f"* {plan.label(run)}: remaining weights {remaining:.2f}%, best validation {best_val:.2f} "
              f"at epoch {best + 1}, test accuracy there {test_at_best:.2f}")
     return best_val, test_at_best
-
-
-def _report_round(session: Session, plan: "Plan", run: RunState, remaining: float, best_val: float,
-                  test_at_best: float, layers: Sequence[Tuple[str, int, int]]) -> None:
-    """The round's plots, its row and its per-layer rows (rank 0)."""
-    plot_curves(run.results, session.paths.curves(plan.tag(run)),
-                title=f"{session.config.arch} {session.config.dataset} {plan.label(run)}")
-    session.round_table.append({
-        "round": run.round, "remaining_weights": remaining, "train_examples": len(run.train_indices),
-        "forgetting_part": run.set_parts.get("forgetting_part"),
-        "pruning_aware_part": run.set_parts.get("pruning_aware_part"),
-        "epochs_planned": run.schedule.epochs, "epochs_run": run.epoch, "eb_stop_epoch": run.eb_stop_epoch,
-        "steps": run.round_steps, "examples_seen": run.round_examples, "cumulative_steps": run.cumulative_steps,
-        "best_val_acc": best_val, "test_acc_at_best_val": test_at_best, "seconds": run.round_seconds,
-        "select_rule": plan.select_rule})
-    # The layer rows go after the round row: a resume drops both of an unfinished round.
-    session.layer_table.extend([{"round": run.round, "layer": name, "weights": weights, "remaining": kept}
-                                for name, weights, kept in layers])
-    plot_layers(session.layer_table.rows(), session.paths.layers_plot,
-                title=f"{session.config.arch} {session.config.dataset}: remaining weights per layer")
 
 
 # ============================================================================ plans
@@ -476,7 +471,7 @@ class Plan:
         whose data, split, architecture or meaning-changing flags differ from this one's."""
         mismatches = resume_mismatches(decoded.config or {}, self.config, decoded.script, self.script)
         if decoded.script is None and decoded.is_prac != self.records_per_example:
-            writer = PRAC_SCRIPT if decoded.is_prac else "main_imp.py or main_train.py"
+            writer = cli.SEARCH if decoded.is_prac else "main_imp.py or main_train.py"
             mismatches.insert(0, f"script: a checkpoint of {writer}, now {self.script}")
         if mismatches:
             raise UserError(f"checkpoint {path} belongs to another run ({'; '.join(mismatches)}); resume with "
@@ -568,7 +563,7 @@ class ImpPlan(SearchPlan):
     magnitude (or random) pruning; lt / rewind_lt rewind to the saved weights, pt restarts
     from the best dense checkpoint; the learning rate is rewound --rewind_epoch steps."""
 
-    script = IMP_SCRIPT
+    script = cli.IMP
 
     def __init__(self, session: Session):
         super().__init__(session)
@@ -597,7 +592,7 @@ class PracPlan(SearchPlan):
     whose ticket is the last candidate mask, and the next round's examples from the
     --select rule with epochs scaled by the set's size."""
 
-    script = PRAC_SCRIPT
+    script = cli.SEARCH
     records_per_example = True
 
     def __init__(self, session: Session):
@@ -612,14 +607,11 @@ class PracPlan(SearchPlan):
         return RoundStatistics.empty(epochs, len(self.session.data.train), self.session.device,
                                      self.config.score_epochs if self.rule.uses_el2n else None)
 
-    def new_early_bird(self, run: RunState) -> pruner.EarlyBird:
-        return pruner.EarlyBird(self.config.eb_eps, self.config.queue_length, run.schedule.warmup)
-
     def prepare_round(self, run: RunState) -> None:
         if run.statistics is None:
             run.statistics = self.new_statistics(run.schedule.epochs)
         if run.early_bird is None:
-            run.early_bird = self.new_early_bird(run)
+            run.early_bird = pruner.EarlyBird(self.config.eb_eps, self.config.queue_length, run.schedule.warmup)
 
     def restore(self, run: RunState, decoded: codec.Decoded, path: str) -> None:
         examples = len(self.session.data.train)
@@ -834,7 +826,7 @@ class RetrainPlan(Plan):
     from a seeded initialisation.
     """
 
-    script = RETRAIN_SCRIPT
+    script = cli.RETRAIN
     rounds = 1  # type: ignore[assignment]
 
     def tag(self, run: RunState) -> Optional[int]:
@@ -889,11 +881,8 @@ def _ticket_mask(session: Session, model: nn.Module) -> Tuple[pruner.Mask, Optio
 
 def _ticket_record(config: Config, source_round: Optional[int]) -> Dict[str, Any]:
     """Where the retrained ticket came from, for args.json (report.py reads it)."""
-    def absolute(path: Optional[str]) -> Optional[str]:
-        return os.path.abspath(path) if path else None
-
-    return {"init_dir": absolute(config.init_dir), "mask_dir": absolute(config.mask_dir),
-            "source_run": os.path.dirname(absolute(config.mask_dir)) if config.mask_dir else None,
+    init_dir, mask_dir = (os.path.abspath(path) if path else None for path in (config.init_dir, config.mask_dir))
+    return {"init_dir": init_dir, "mask_dir": mask_dir, "source_run": os.path.dirname(mask_dir) if mask_dir else None,
             "source_round": source_round, "reinit": bool(config.mask_dir and not config.init_dir),
             "random_mask": bool(config.random_mask)}
 

@@ -77,10 +77,6 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
-def show_progress(requested: bool) -> bool:
-    return requested and sys.stderr.isatty()
-
-
 def _train_batches(train_set: AnyImageSet, order: torch.Tensor, batch_size: int, generator: torch.Generator,
                    crop_padding: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """(dataset indices, augmented uint8 images) per step, in ``order``: the one place where
@@ -139,8 +135,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: A
     device = train_set.device
     loss_sum = torch.zeros((), device=device)
     correct_sum = torch.zeros((), dtype=torch.int64, device=device)
-    bar = tqdm(total=steps, desc=description, leave=False, disable=not show_progress(settings.progress),
-               dynamic_ncols=True)
+    bar = tqdm(total=steps, desc=description, leave=False, dynamic_ncols=True,
+               disable=not (settings.progress and sys.stderr.isatty()))
     batches = _train_batches(train_set, order, settings.batch_size, generator, crop_padding)
     world = distributed.world()
     seen = 0
@@ -200,33 +196,26 @@ def _batches(count: int, batch_size: int) -> Iterator[slice]:
         yield slice(begin, min(begin + batch_size, count))
 
 
+@torch.no_grad()
 def predict(model: nn.Module, data: AnyImageSet, settings: LoopSettings,
             indices: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Predicted labels of ``data`` (or of ``indices`` of it, in that order): eval mode,
     no augmentation, large batches. Under torchrun each rank predicts its shard and every
     rank gets all of them; ``model`` must then be the unwrapped model (not DDP), as the
     ranks run different numbers of batches."""
-    if distributed.world() == 1:
-        return _predict(model, data, settings, indices)
-    count = len(data) if indices is None else int(indices.numel())
-    positions = torch.arange(count, device=data.device)[distributed.shard(count)]
-    local = _predict(model, data, settings, positions if indices is None else indices[positions])
-    return distributed.all_gather_concat(local)
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, data: AnyImageSet, settings: LoopSettings,
-             indices: Optional[torch.Tensor] = None) -> torch.Tensor:
+    if distributed.world() > 1:
+        count = len(data) if indices is None else int(indices.numel())
+        positions = torch.arange(count, device=data.device)[distributed.shard(count)]
+        indices = positions if indices is None else indices[positions]
     was_training = model.training
     model.eval()
-    device = data.device
     count = len(data) if indices is None else int(indices.numel())
-    predictions = torch.empty(count, dtype=torch.int64, device=device)
+    predictions = torch.empty(count, dtype=torch.int64, device=data.device)
     for part, images in _eval_batches(data, indices, settings.eval_batch_size):
-        with _autocast(device, settings.precision):
+        with _autocast(data.device, settings.precision):
             predictions[part] = model(to_model_input(images, settings.channels_last)).argmax(dim=1)
     model.train(was_training)
-    return predictions
+    return distributed.all_gather_concat(predictions)
 
 
 def evaluate(model: nn.Module, data: AnyImageSet, settings: LoopSettings,
