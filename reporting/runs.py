@@ -28,6 +28,13 @@ RANDOM_MASK_REINIT = "random mask, reinit"  # not one of the controls the report
 # missing setting matches any value.
 OLD_DEFAULTS: Dict[str, Any] = cli.RESUME_DEFAULTS
 
+# A search run's method, from what it recorded: imp, or main_PrAC_imp.py's --select rule.
+SEARCH_METHOD = {
+    IMP_SCRIPT: lambda arguments: IMP_METHOD,
+    SEARCH_SCRIPT: lambda arguments: str(arguments.get("select")) + (SIZE_MATCHED if arguments.get("match_sizes")
+                                                                     else ""),
+}
+
 Setting = Tuple[Tuple[str, Any], ...]  # (name, value) pairs, sorted by name; hashable
 
 
@@ -89,7 +96,7 @@ class Run:
 
     @property
     def is_search(self) -> bool:
-        return self.script in (IMP_SCRIPT, SEARCH_SCRIPT)
+        return self.script in SEARCH_METHOD
 
     @property
     def role(self) -> str:
@@ -105,10 +112,8 @@ class Run:
     @property
     def method(self) -> str:
         """imp, the --select rule of main_PrAC_imp.py, or what a main_train.py run trained."""
-        if self.script == IMP_SCRIPT:
-            return IMP_METHOD
-        if self.script == SEARCH_SCRIPT:
-            return str(self.arguments.get("select")) + (SIZE_MATCHED if self.arguments.get("match_sizes") else "")
+        if self.is_search:
+            return SEARCH_METHOD[self.script](self.arguments)
         if self.role == DENSE:
             return f"{DENSE} (given weights)" if self.arguments.get("init_dir") else DENSE
         return self.role
