@@ -535,7 +535,7 @@ def load_index_file(path: str, data: Data, what: str = "--train_subset") -> np.n
         raise UserError(f"{what} {path} must be a non-empty 1-D integer array of dataset indices")
     if indices.min() < 0 or indices.max() >= len(data.train):
         raise UserError(f"{what} {path} has indices outside 0..{len(data.train) - 1}")
-    outside = int(np.isin(indices, data.val_indices).sum())  # the split is a permutation of the train set
+    outside = int(np.isin(indices, data.train_indices, invert=True).sum())
     if outside:
         raise UserError(f"{what} {path} holds {outside} validation indices of this split; "
                         "validation examples never train")

@@ -251,16 +251,13 @@ def say(text: str) -> None:
 class LocalLauncher:
     """Runs the jobs ``parallel`` at a time as child processes, each after its dependencies."""
 
-    def __init__(self, tasks: Sequence[Task], parallel: int, cuda: bool, python: str, command: Command,
+    def __init__(self, tasks: Sequence[Task], parallel: int, gpus: int, python: str, command: Command,
                  processes: int = 1):
-        self.tasks, self.parallel, self.cuda, self.python, self.command = list(tasks), parallel, cuda, python, command
+        """``gpus``: the CUDA devices the runs share round robin (0: none, the runs use the CPU)."""
+        self.tasks, self.parallel, self.gpus, self.python, self.command = list(tasks), parallel, gpus, python, command
         self.processes = processes  # per run, through torchrun
         # Split the cores: two 2-thread processes on 2 cores run ~17x slower than one.
         self.threads = max(1, (os.cpu_count() or 1) // (parallel * processes))
-        self.gpus = 0
-        if cuda:
-            import torch
-            self.gpus = torch.cuda.device_count()
         self.failed: Dict[str, str] = {}
 
     def environment(self, slot: int) -> Dict[str, str]:

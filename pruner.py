@@ -145,8 +145,10 @@ def _scoped_mask(model: nn.Module, rate: float, score: ImportanceScore, scope: P
     # global: one ranking across the pruned layers; layerwise: one ranking per layer
     groups = [pruned] if scope.mode == "global" else [[layer] for layer in pruned]
     result = {key: layer_mask for group in groups for key, layer_mask in _prune_together(group, rate, score).items()}
-    return {name + MASK_SUFFIX: (_current_mask(module).to(module.weight.dtype).clone() if name in scope.dense
-                                 else result[name + MASK_SUFFIX]) for name, module in scope_layers(model, scope)}
+    for name, module in scope_layers(model, scope):
+        if name in scope.dense:  # a dense layer keeps the mask it has
+            result[name + MASK_SUFFIX] = _current_mask(module).to(module.weight.dtype).clone()
+    return {name + MASK_SUFFIX: result[name + MASK_SUFFIX] for name, _ in scope_layers(model, scope)}
 
 
 def candidate_mask(model: nn.Module, rate: float, scope: PruneScope = DEFAULT_SCOPE) -> Mask:

@@ -451,7 +451,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         gpus = local_gpus(search_settings(flags).device)
         parallel = args.jobs or (max(1, CUDA_JOBS_PER_GPU * gpus // args.nproc_per_node) if gpus else 1)
         print(f"sweep: {runs}, {parallel} at a time, {where}", flush=True)
-        runner = launchers.LocalLauncher(tasks, parallel, gpus > 0, sys.executable, Job.command, args.nproc_per_node)
+        runner = launchers.LocalLauncher(tasks, parallel, gpus, sys.executable, Job.command, args.nproc_per_node)
         runner.run()
         failed = dict(runner.failed)
         if not args.no_report:

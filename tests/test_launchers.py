@@ -97,9 +97,21 @@ def test_a_local_relaunch_refuses_while_slurm_jobs_are_queued(tmp_path: Any, mon
     task = one_task(tmp_path)
     launchers.write_record(task, {"launcher": "slurm", "job_id": "12"})
     monkeypatch.setattr(launchers, "scheduler_states", lambda ids: {"12": ("PENDING", "Priority")})
-    runner = launchers.LocalLauncher([task], 1, False, sys.executable, lambda *a: ["true"])
+    runner = launchers.LocalLauncher([task], 1, 0, sys.executable, lambda *a: ["true"])
     with pytest.raises(UserError, match="1 runs are queued or running elsewhere"):
         runner.run()
+
+
+def test_local_runs_share_the_gpus_round_robin_and_split_the_cores(tmp_path: Any) -> None:
+    """Each slot's processes get their own GPUs in turn; a CPU sweep sets no CUDA_VISIBLE_DEVICES."""
+    task = one_task(tmp_path)
+    one_each = launchers.LocalLauncher([task], 3, 2, sys.executable, lambda *a: ["true"])
+    assert [one_each.environment(slot)["CUDA_VISIBLE_DEVICES"] for slot in range(3)] == ["0", "1", "0"]
+    torchrun = launchers.LocalLauncher([task], 2, 4, sys.executable, lambda *a: ["true"], processes=2)
+    assert [torchrun.environment(slot)["CUDA_VISIBLE_DEVICES"] for slot in range(2)] == ["0,1", "2,3"]
+    cpu = launchers.LocalLauncher([task], 2, 0, sys.executable, lambda *a: ["true"]).environment(0)
+    assert cpu.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+    assert cpu["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
 
 
 def test_jobs_are_submitted_after_what_they_depend_on(tmp_path: Any) -> None:
